@@ -1,0 +1,296 @@
+"""mllmret: caption photos with a multimodal LLM, then search them by keyword."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import config
+from .errors import MllmretError
+
+app = typer.Typer(
+    help=__doc__, no_args_is_help=True, add_completion=False,
+    pretty_exceptions_enable=False, rich_markup_mode=None,
+)
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", envvar="MLLMRET_DB", help="Database file [default: in the data dir]."),
+]
+RunOption = Annotated[int | None, typer.Option("--run", help="Only captions of this run id.")]
+ModelFilter = Annotated[str | None, typer.Option("--model", help="Only captions of this model.")]
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class DType(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+class Quantize(str, Enum):
+    none = "none"
+    q4 = "4bit"
+    q8 = "8bit"
+
+
+def _store(db: Path | None):
+    from .store import Store
+
+    return Store(db or config.db_path())
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def main() -> None:
+    """Console entry point: typed errors become one line, Ctrl-C leaves stored work intact."""
+    try:
+        app(standalone_mode=False)
+    except MllmretError as e:
+        typer.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: finished batches are stored; rerun to resume.", err=True)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+@app.callback()
+def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def caption(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
+    backend: Annotated[str, typer.Option(help="transformers | openai | import.")] = "transformers",
+    model: Annotated[str | None, typer.Option(
+        help="Local folder or hub id (transformers), or the server's model name (openai). "
+        "[default: HuggingFaceTB/SmolVLM-256M-Instruct]")] = None,
+    prompt: Annotated[str, typer.Option(help="Prompt name in prompts/ or a file path.")] = (
+        "tags_caption"),
+    grid: Annotated[str, typer.Option(help="Tiles besides the full image: 2x2, 3x3, none.")] = "2x2",
+    overlap: Annotated[float, typer.Option(help="Tile overlap as a fraction of tile size.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer in tokens.")] = 256,
+    device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
+    dtype: Annotated[DType, typer.Option(help="Weights dtype (auto: bf16/fp16 on GPU).")] = (
+        DType.auto),
+    quantize: Annotated[Quantize, typer.Option(help="bitsandbytes quantisation (CUDA).")] = (
+        Quantize.none),
+    base_url: Annotated[str | None, typer.Option(
+        envvar="MLLMRET_BASE_URL", help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="MLLMRET_API_KEY", help="openai: API key (or OPENAI_API_KEY).", show_default=False,
+    )] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="openai: requests in flight.")] = 4,
+    timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 120.0,
+    retries: Annotated[int, typer.Option(min=0, help="openai: retries on 429/5xx/timeouts.")] = 4,
+    captions: Annotated[Path | None, typer.Option(
+        help="import: the JSONL file of captions made elsewhere.")] = None,
+    force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Describe every image and tile under PATHS with an M-LLM and store the text.
+
+    Rerunning the same command resumes; a new model or prompt makes a new run beside the old one.
+    """
+    from .captioners import get_captioner
+    from .pipeline import caption_paths
+    from .prompts import load_prompt
+
+    if backend == "import":
+        if captions is None:
+            raise _fail("--backend import needs --captions FILE.jsonl")
+        return import_(captions, images=paths[0] if paths else None, model=model, db=db)
+    captioner = get_captioner(
+        backend, model=model, device=device.value, dtype=dtype.value,
+        quantize=None if quantize is Quantize.none else quantize.value,
+        max_new_tokens=max_new_tokens, base_url=base_url, api_key=api_key,
+        concurrency=concurrency, timeout=timeout, retries=retries,
+    )
+    with _store(db) as store:
+        summary = caption_paths(
+            store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
+            batch_size=batch_size, force=force, progress=not quiet,
+        )
+    _print_summary(summary)
+
+
+def _print_summary(s) -> None:
+    typer.echo(
+        f"run {s.run_id}: captioned {s.captioned_images} images ({s.captioned_tiles} tiles) in "
+        f"{s.seconds:.1f}s ({s.images_per_second:.2f} images/s); {s.already_done} already "
+        f"captioned, {s.duplicates} duplicate files, {len(s.failed)} skipped",
+        err=True,
+    )
+    for item in s.failed:
+        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="JSONL: path|file_name|image_id, text, ...")],
+    images: Annotated[Path | None, typer.Option(help="Folder that file_name is relative to.")] = (
+        None),
+    model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Import captions made elsewhere (same format as `mllmret export`)."""
+    from .jsonl import import_jsonl
+
+    with _store(db) as store:
+        s = import_jsonl(store, file, images_dir=images, model=model)
+    typer.echo(
+        f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
+        f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
+    )
+    for item in s.skipped[:20]:
+        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+
+
+@app.command()
+def export(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File [default: stdout].")
+                      ] = None,
+    run: RunOption = None,
+    model: ModelFilter = None,
+    db: DbOption = None,
+) -> None:
+    """Write captions as JSONL, one line per tile caption; `mllmret import` reads it back."""
+    from .jsonl import export_jsonl
+
+    with _store(db) as store:
+        run_ids = store.select_runs(run, model)
+        if output is None:
+            n = export_jsonl(store, sys.stdout, run_ids)
+        else:
+            with output.open("w", encoding="utf-8") as f:
+                n = export_jsonl(store, f, run_ids)
+    typer.echo(f"exported {n} captions", err=True)
+
+
+@app.command()
+def search(
+    query: Annotated[list[str], typer.Argument(
+        help='Words to find. "a phrase" must match as written, +word must appear, -word must not.')],
+    k: Annotated[int, typer.Option("-k", "--limit", min=1, help="How many results.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    run: RunOption = None,
+    model: ModelFilter = None,
+    engine: Annotated[str, typer.Option(help="Search engine.")] = "rank-bm25",
+    db: DbOption = None,
+) -> None:
+    """Rank images by BM25 over their tags and captions, with the words and tile that matched."""
+    from .query import parse_query
+    from .search import Searcher
+
+    text = " ".join(query)
+    with _store(db) as store:
+        if not store.stats()["captions"]:
+            raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
+        parsed = parse_query(text)
+        if parsed.empty:
+            raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
+        results = Searcher(store, store.select_runs(run, model), engine).search(parsed, k)
+    if not results:
+        typer.echo(f"no images match {text!r}", err=True)
+        return
+    for r in results:
+        if as_json:
+            typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
+        else:
+            typer.echo(format_result(r))
+
+
+def format_result(r) -> str:
+    """One result as a table row: rank, score, path, matched words, tile."""
+    where = r.tile_key if r.tile_key in (None, "full") else f"tile {r.tile_key}"
+    return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
+
+
+@app.command()
+def stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Counts of images, tiles and captions per run and model."""
+    with _store(db) as store:
+        s = store.stats()
+        failures = store.failures()
+    if as_json:
+        typer.echo(json.dumps(s, indent=2))
+        return
+    images = ", ".join(f"{n} {status}" for status, n in sorted(s["images"].items())) or "none"
+    typer.echo(f"database: {s['database']}\nimages: {images}\nfiles: {s['files']} indexed, "
+               f"{s['failed_files']} failed\ntiles: {s['tiles']}\ncaptions: {s['captions']}")
+    for r in s["runs"]:
+        typer.echo(f"  run {r['run']}: {r['backend']} {r['model']} prompt={r['prompt']} "
+                   f"images={r['images']} tiles={r['tiles']} finished={r['finished'] or 'no'}")
+    for path, reason in failures[:20]:
+        typer.echo(f"  failed {path}: {reason}")
+
+
+@app.command()
+def prompts() -> None:
+    """List the bundled prompts (use one with `caption --prompt NAME`)."""
+    from .prompts import available_prompts, load_prompt
+
+    for name in available_prompts():
+        typer.echo(f"{name}: {load_prompt(name).text.splitlines()[0]}")
+
+
+@app.command()
+def demo(
+    query: Annotated[list[str] | None, typer.Argument(help="Queries to run [default: a few].")
+                     ] = None,
+    db: Annotated[Path | None, typer.Option(help="Database [default: demo.db in the data dir].")
+                  ] = None,
+) -> None:
+    """Index the bundled sample photos (hand-written captions, no model needed) and search them."""
+    from .sample import QUERIES, load_sample, sample_images_dir
+    from .search import Searcher
+    from .store import Store
+
+    path = db or config.data_dir() / "demo.db"
+    with Store(path) as store:
+        s = load_sample(store)
+        typer.echo(f"indexed {s.images} photos from {sample_images_dir()} into {path} "
+                   f"({s.added} new captions)")
+        searcher = Searcher(store)
+        for q in query or QUERIES:
+            typer.echo(f"\n$ mllmret search {q!r} --db {path}")
+            results = searcher.search(q, 3)
+            for r in results:
+                typer.echo(format_result(r))
+            if not results:
+                typer.echo("no images match")
+    typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")

@@ -1,0 +1,69 @@
+"""Schema migrations; each runs once, in a transaction with its record."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("mllmret")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    """Images (by content), the files that hold them, tiles, runs and captions."""
+    for sql in (
+        """CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            sha256 TEXT UNIQUE,
+            external_id TEXT UNIQUE,
+            path TEXT,
+            width INTEGER,
+            height INTEGER,
+            bytes INTEGER,
+            status TEXT NOT NULL DEFAULT 'ok',
+            added_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE files (
+            path TEXT PRIMARY KEY,
+            image_id INTEGER REFERENCES images(id),
+            bytes INTEGER,
+            mtime REAL,
+            status TEXT NOT NULL,
+            error TEXT,
+            seen_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE tiles (
+            id INTEGER PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            x0 INTEGER, y0 INTEGER, x1 INTEGER, y1 INTEGER,
+            UNIQUE (image_id, key)
+        )""",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            backend TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_name TEXT,
+            prompt_sha256 TEXT,
+            prompt TEXT,
+            params TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )""",
+        """CREATE TABLE captions (
+            id INTEGER PRIMARY KEY,
+            tile_id INTEGER NOT NULL REFERENCES tiles(id) ON DELETE CASCADE,
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            raw TEXT NOT NULL,
+            tags TEXT NOT NULL,
+            caption TEXT NOT NULL,
+            seconds REAL,
+            created_at TEXT NOT NULL,
+            UNIQUE (tile_id, run_id)
+        )""",
+        "CREATE INDEX files_image ON files(image_id)",
+        "CREATE INDEX tiles_image ON tiles(image_id)",
+        "CREATE INDEX captions_run ON captions(run_id)",
+    ):
+        db.execute(sql)

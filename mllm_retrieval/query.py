@@ -1,0 +1,78 @@
+"""User query syntax: plain words (ranked), "quoted phrase", +must, -exclude. Never raises."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .text import tokenize
+
+MAX_QUERY_CHARS = 2000
+_PART = re.compile(r'([+-]?)"([^"]*)"?|([+-]?)(\S+)')
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed query; every field holds tokens from `text.tokenize`."""
+
+    terms: tuple[str, ...] = ()
+    must: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    phrases: tuple[tuple[str, ...], ...] = ()
+    excluded_phrases: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def ranking_terms(self) -> tuple[str, ...]:
+        """Tokens that score a document: plain words, +words and phrase words, deduplicated."""
+        words = [*self.terms, *self.must, *(t for p in self.phrases for t in p)]
+        return tuple(dict.fromkeys(words))
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing in the query can rank a document."""
+        return not self.ranking_terms
+
+
+def parse_query(text: str) -> Query:
+    """Parse user input; unbalanced quotes, operators and symbols are read as plain words."""
+    text = (text or "")[:MAX_QUERY_CHARS]
+    terms: list[str] = []
+    must: list[str] = []
+    exclude: list[str] = []
+    phrases: list[tuple[str, ...]] = []
+    excluded_phrases: list[tuple[str, ...]] = []
+    for m in _PART.finditer(text):
+        if m.group(2) is not None:
+            sign, tokens = m.group(1), tuple(tokenize(m.group(2)))
+            if not tokens:
+                continue
+            if sign == "-":
+                (excluded_phrases if len(tokens) > 1 else exclude).append(
+                    tokens if len(tokens) > 1 else tokens[0]
+                )
+            elif len(tokens) == 1:
+                (must if sign == "+" else terms).append(tokens[0])
+            else:
+                phrases.append(tokens)
+            continue
+        sign, tokens = m.group(3), tokenize(m.group(4))
+        target = must if sign == "+" else exclude if sign == "-" else terms
+        target.extend(tokens)
+    excluded = set(exclude)
+    return Query(
+        terms=tuple(t for t in dict.fromkeys(terms) if t not in excluded),
+        must=tuple(t for t in dict.fromkeys(must) if t not in excluded),
+        exclude=tuple(dict.fromkeys(exclude)),
+        phrases=tuple(dict.fromkeys(phrases)),
+        excluded_phrases=tuple(dict.fromkeys(excluded_phrases)),
+    )
+
+
+def contains_phrase(tokens: list[str], phrase: tuple[str, ...]) -> bool:
+    """True when `phrase` occurs as consecutive tokens."""
+    n = len(phrase)
+    first = phrase[0]
+    return any(
+        tokens[i] == first and tuple(tokens[i : i + n]) == phrase
+        for i in range(len(tokens) - n + 1)
+    )

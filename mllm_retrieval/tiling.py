@@ -1,0 +1,62 @@
+"""Tiles ("key expansion"): the full image plus a grid of crops, as pixel boxes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import GridError
+
+MAX_GRID = 8
+
+
+@dataclass(frozen=True)
+class Box:
+    """A crop in pixel coordinates of the oriented image: [x0, x1) x [y0, y1)."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def as_list(self) -> list[int]:
+        """[x0, y0, x1, y1] for JSON."""
+        return [self.x0, self.y0, self.x1, self.y1]
+
+
+def parse_grid(grid: str) -> tuple[int, int]:
+    """Parse "2x2", "3x3", "3x2" (columns x rows) or "none" into (cols, rows); none is (1, 1)."""
+    text = grid.strip().lower()
+    if text in ("none", "1x1", "full"):
+        return (1, 1)
+    m = re.fullmatch(r"(\d+)\s*[x×*]\s*(\d+)", text)
+    if not m:
+        raise GridError(f"invalid grid {grid!r}: use COLSxROWS such as 2x2 or 3x3, or none")
+    cols, rows = int(m.group(1)), int(m.group(2))
+    if not (1 <= cols <= MAX_GRID and 1 <= rows <= MAX_GRID):
+        raise GridError(f"invalid grid {grid!r}: columns and rows must be 1..{MAX_GRID}")
+    return cols, rows
+
+
+def grid_boxes(width: int, height: int, grid: str = "2x2", overlap: float = 0.0) -> list[Box]:
+    """The full image first, then the grid's crops row by row, each grown by `overlap` of its size."""
+    if not 0.0 <= overlap < 1.0:
+        raise GridError(f"invalid overlap {overlap}: use a fraction in [0, 1)")
+    cols, rows = parse_grid(grid)
+    boxes = [Box(0, 0, width, height)]
+    if cols == rows == 1:
+        return boxes
+    for r in range(rows):
+        for c in range(cols):
+            x0, x1 = _span(c, cols, width, overlap)
+            y0, y1 = _span(r, rows, height, overlap)
+            box = Box(x0, y0, x1, y1)
+            if box.x1 > box.x0 and box.y1 > box.y0 and box not in boxes:
+                boxes.append(box)
+    return boxes
+
+
+def _span(i: int, n: int, size: int, overlap: float) -> tuple[int, int]:
+    lo, hi = size * i / n, size * (i + 1) / n
+    grow = (hi - lo) * overlap / 2
+    return max(0, round(lo - grow)), min(size, round(hi + grow))
