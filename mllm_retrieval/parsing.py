@@ -17,6 +17,9 @@ _LABEL_LINE = re.compile(
     rf"(?:\([^)]*\))?\s*(?:[:：=-]|$)[*_`\s]*(.*)$",
     re.IGNORECASE,
 )
+_INLINE_LABEL = re.compile(
+    rf"(?<=\S)[ \t]+(?=[*_`]*(?:{_LABEL})[*_`]*\s*(?:\([^)]*\))?\s*[:：])", re.IGNORECASE
+)
 _BULLET = re.compile(r"^\s*(?:[-*+•·]|\d+[.)]|[a-z][.)])\s+", re.IGNORECASE)
 _MARKDOWN = re.compile(r"[*_`#]+")
 _REPEAT = re.compile(r"\b(\w+(?:[\s,]+\w+){0,6}?)(?:[\s,.;]+\1\b){2,}", re.IGNORECASE)
@@ -71,16 +74,25 @@ def _parse_json(text: str) -> Parsed | None:
                       re.IGNORECASE)
     if not tag_m and not cap_m:
         return None
-    tags = re.findall(r'"((?:[^"\\]|\\.)*)"', tag_m.group(1)) if tag_m else []
-    caption = cap_m.group(1).replace('\\"', '"') if cap_m else ""
+    tags = [_unescape(t) for t in re.findall(r'"((?:[^"\\]|\\.)*)"', tag_m.group(1))] if tag_m else []
+    caption = _unescape(cap_m.group(1)) if cap_m else ""
     return Parsed(_dedupe(tags), _clean(caption))
+
+
+def _unescape(s: str) -> str:
+    """Decode JSON string escapes of a (possibly cut-off) string body."""
+    s = re.sub(r"\\u[0-9a-fA-F]{0,3}$|\\$", "", s)
+    try:
+        return json.loads(f'"{s}"')
+    except ValueError:
+        return s.replace('\\"', '"')
 
 
 def _parse_labelled(text: str) -> Parsed | None:
     sections: dict[str, list[str]] = {"tags": [], "caption": [], "other": []}
     current = "other"
     found = False
-    for line in text.split("\n"):
+    for line in _INLINE_LABEL.sub("\n", text).split("\n"):
         m = _LABEL_LINE.match(line)
         if m:
             found = True
@@ -89,6 +101,9 @@ def _parse_labelled(text: str) -> Parsed | None:
             rest = m.group(2).strip()
             if rest:
                 sections[current].append(rest)
+            continue
+        if current == "tags" and _is_sentence(line):
+            sections["other"].append(line)
             continue
         sections[current].append(line)
     if not found:
@@ -100,6 +115,15 @@ def _parse_labelled(text: str) -> Parsed | None:
     if not tags:
         tags = _list_tags("\n".join(sections["caption"] + sections["other"]))
     return Parsed(tags, caption)
+
+
+def _is_sentence(line: str) -> bool:
+    """A line inside a tags section that is prose, not a tag list."""
+    line = line.strip()
+    if not line or _BULLET.match(line) or re.search(r"[,;，、]", line):
+        return False
+    words = len(line.split())
+    return words > MAX_TAG_WORDS or (words >= 3 and line.endswith((".", "!", "?", "。")))
 
 
 def _parse_free(text: str) -> Parsed:
@@ -114,7 +138,7 @@ def split_tags(text: str) -> list[str]:
         if "#" in line and "," not in line:
             parts = re.findall(r"#(\w[\w-]*)", line) or [line]
         else:
-            parts = re.split(r"[,;|]", line)
+            parts = re.split(r"[,;|，、；]", line)
         items.extend(parts)
     return [t for t in (_clean_tag(p) for p in items) if t]
 
@@ -128,7 +152,7 @@ def _list_tags(text: str) -> tuple[str, ...]:
             head = re.split(r"[:：]", item, maxsplit=1)[0]
             tags.extend(split_tags(head) if len(head.split()) <= MAX_TAG_WORDS else [])
             continue
-        parts = [p.strip() for p in re.split(r"[,;]", line)]
+        parts = [p.strip() for p in re.split(r"[,;，、；]", line)]
         short = [p for p in parts if p and len(p.split()) <= 3]
         if len(parts) >= 3 and len(short) == len(parts):
             tags.extend(split_tags(line))

@@ -60,12 +60,12 @@ class TransformersCaptioner:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        source, local_only = _resolve(self.model_id)
         device = _pick_device(self.device, torch)
         kwargs: dict[str, Any] = {"dtype": _pick_dtype(self.dtype, device, torch)}
         if self.quantize:
             kwargs["quantization_config"] = _bnb_config(self.quantize, kwargs["dtype"], torch)
             kwargs["device_map"] = "auto"
+        source, local_only = _resolve(self.model_id)
         try:
             processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             model = AutoModelForImageTextToText.from_pretrained(

@@ -127,13 +127,18 @@ def _content(response: httpx.Response) -> str:
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         raise BackendError(f"unexpected answer from server: {response.text[:200]!r}") from e
     if isinstance(content, list):
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+        content = "".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
     return str(content).strip()
 
 
 def _message(response: httpx.Response) -> str:
     try:
-        err = response.json().get("error", {})
-        return str(err.get("message", err) if isinstance(err, dict) else err)[:300]
+        body = response.json()
     except ValueError:
         return response.text[:300]
+    if not isinstance(body, dict):
+        return str(body)[:300]
+    err = body.get("error", body.get("message", body))
+    if isinstance(err, dict):
+        err = err.get("message", err)
+    return str(err)[:300]

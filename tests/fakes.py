@@ -1,0 +1,36 @@
+"""Fake captioners for pipeline tests: deterministic text, counted calls, scripted failures."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from PIL import Image, ImageStat
+
+
+class FakeCaptioner:
+    """Answers with the tile's size and mean colour; can fail after N calls or sleep per call."""
+
+    backend = "fake"
+
+    def __init__(self, model: str | None = None, fail_after: int | None = None,
+                 delay: float = 0.0, **_) -> None:
+        self.model_id = model or "fake-model"
+        self.fail_after = fail_after
+        self.delay = delay
+        self.calls: list[int] = []
+
+    def params(self) -> dict:
+        return {"version": 1}
+
+    def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise RuntimeError("simulated crash")
+        self.calls.append(len(images))
+        time.sleep(self.delay)
+        out = []
+        for im in images:
+            r, g, b = ImageStat.Stat(im).mean
+            color = max((("red", r), ("green", g), ("blue", b)), key=lambda x: x[1])[0]
+            out.append(f"Tags: {color}, size{im.width}x{im.height}\nCaption: A {color} tile.")
+        return out
