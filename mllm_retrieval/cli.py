@@ -9,13 +9,30 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from . import config
 from .errors import MllmretError
 
+
+class _Group(TyperGroup):
+    """Typed errors become one line on stderr; Ctrl-C says that stored work is kept."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MllmretError as e:
+            typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("Interrupted: finished batches are stored; rerun to resume.", err=True)
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
-    help=__doc__, no_args_is_help=True, add_completion=False,
+    cls=_Group, help=__doc__, no_args_is_help=True, add_completion=False,
     pretty_exceptions_enable=False, rich_markup_mode=None,
 )
 
@@ -56,29 +73,6 @@ def _store(db: Path | None):
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"Error: {message}", err=True)
     return typer.Exit(code)
-
-
-def main() -> None:
-    """Console entry point: typed errors become one line, Ctrl-C leaves stored work intact."""
-    try:
-        app(standalone_mode=False)
-    except MllmretError as e:
-        typer.echo(f"Error: {e}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.echo("Interrupted: finished batches are stored; rerun to resume.", err=True)
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
 
 
 @app.callback()
@@ -214,12 +208,12 @@ def search(
     from .search import Searcher
 
     text = " ".join(query)
+    parsed = parse_query(text)
+    if parsed.empty:
+        raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
     with _store(db) as store:
         if not store.stats()["captions"]:
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
-        parsed = parse_query(text)
-        if parsed.empty:
-            raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
         results = Searcher(store, store.select_runs(run, model), engine).search(parsed, k)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)

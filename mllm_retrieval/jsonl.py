@@ -66,21 +66,27 @@ def import_jsonl(
     return summary
 
 
-def _numbered_records(handle: IO[str], source: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _numbered_records(
+    handle: IO[str], source: Path
+) -> Iterator[tuple[int, dict[str, Any] | ImportFormatError]]:
     for lineno, line in enumerate(handle, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except ValueError as e:
-            raise ImportFormatError(f"{source}:{lineno}: not valid JSON ({e.msg})") from e
+            yield lineno, ImportFormatError(f"not valid JSON ({e.msg})")
+            continue
         if not isinstance(record, dict):
-            raise ImportFormatError(f"{source}:{lineno}: expected a JSON object per line")
+            yield lineno, ImportFormatError("expected a JSON object per line")
+            continue
         yield lineno, record
 
 
-def _import_one(store: Store, rec: dict[str, Any], images_dir, model: str | None,
+def _import_one(store: Store, rec: dict[str, Any] | ImportFormatError, images_dir, model: str | None,
                 images: dict[str, int], summary: ImportSummary) -> None:
+    if isinstance(rec, ImportFormatError):
+        raise rec
     text = rec.get("text")
     if text is None and "caption" not in rec and "tags" not in rec:
         raise ImportFormatError("no \"text\" (or \"tags\"/\"caption\") in the record")

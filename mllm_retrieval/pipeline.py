@@ -70,6 +70,9 @@ def caption_paths(
     """Caption every image and tile under `paths` that this run has not captioned yet."""
     start = time.perf_counter()
     grid_boxes(64, 64, grid, overlap)  # validate before any work
+    check = getattr(captioner, "check", None)
+    if check is not None:
+        check()
     paths = list(paths)
     run = store.get_or_create_run(
         captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text

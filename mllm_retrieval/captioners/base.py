@@ -26,6 +26,9 @@ class Captioner(Protocol):
         ...
 
 
+# Optional: a captioner may define check() -> None, called before any work to fail fast.
+
+
 Factory = Callable[..., Captioner]
 _REGISTRY: dict[str, str | Factory] = {
     "transformers": "mllm_retrieval.captioners.hf:TransformersCaptioner",

@@ -53,6 +53,15 @@ class TransformersCaptioner:
         """Settings that change the output."""
         return {"max_new_tokens": self.max_new_tokens, "greedy": True, "quantize": self.quantize}
 
+    def check(self) -> None:
+        """Fail fast, before any work, on a device, quantisation or model that cannot be had."""
+        import torch
+
+        device = _pick_device(self.device, torch)
+        if self.quantize:
+            _bnb_config(self.quantize, _pick_dtype(self.dtype, device, torch), torch)
+        _resolve(self.model_id)
+
     def load(self) -> None:
         """Load processor and model (once); errors become one-line ModelLoadErrors."""
         if self._model is not None:
