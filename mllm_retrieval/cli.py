@@ -200,7 +200,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
     run: RunOption = None,
     model: ModelFilter = None,
-    engine: Annotated[str, typer.Option(help="Search engine.")] = "rank-bm25",
+    engine: Annotated[str, typer.Option(help="sparse (fast, default) or rank-bm25 (reference).")] = "sparse",
     db: DbOption = None,
 ) -> None:
     """Rank images by BM25 over their tags and captions, with the words and tile that matched."""

@@ -67,3 +67,23 @@ def m001_initial(db: Database) -> None:
         "CREATE INDEX captions_run ON captions(run_id)",
     ):
         db.execute(sql)
+
+
+@migrations()
+def m002_text_changes(db: Database) -> None:
+    """A change log, written by triggers in the same transaction, that search indexes catch up from."""
+    for sql in (
+        "CREATE TABLE text_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, image_id INTEGER NOT NULL)",
+        """CREATE TRIGGER captions_ai AFTER INSERT ON captions BEGIN
+            INSERT INTO text_changes (image_id) SELECT image_id FROM tiles WHERE id = NEW.tile_id; END""",
+        """CREATE TRIGGER captions_au AFTER UPDATE ON captions BEGIN
+            INSERT INTO text_changes (image_id) SELECT image_id FROM tiles WHERE id = NEW.tile_id; END""",
+        """CREATE TRIGGER captions_ad AFTER DELETE ON captions BEGIN
+            INSERT INTO text_changes (image_id) SELECT image_id FROM tiles WHERE id = OLD.tile_id; END""",
+        """CREATE TRIGGER images_status AFTER UPDATE OF status ON images
+            WHEN OLD.status IS NOT NEW.status BEGIN
+            INSERT INTO text_changes (image_id) VALUES (NEW.id); END""",
+        """CREATE TRIGGER images_ad AFTER DELETE ON images BEGIN
+            INSERT INTO text_changes (image_id) VALUES (OLD.id); END""",
+    ):
+        db.execute(sql)

@@ -277,8 +277,10 @@ class Store:
             n += cur.rowcount
         return n
 
-    def tile_texts(self, run_ids: list[int] | None = None) -> Iterator[TileText]:
-        """Every caption of every searchable image, ordered by image then tile then run."""
+    def tile_texts(
+        self, run_ids: list[int] | None = None, image_ids: Iterable[int] | None = None
+    ) -> Iterator[TileText]:
+        """Every caption of searchable images (all, or these), ordered by image, tile, run."""
         sql = (
             "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption "
             "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
@@ -288,18 +290,24 @@ class Store:
         if run_ids is not None:
             sql += f" AND c.run_id IN ({','.join('?' * len(run_ids))})"
             args = list(run_ids)
+        if image_ids is not None:
+            ids = sorted(set(image_ids))
+            sql += " AND t.image_id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(ids))
         sql += " ORDER BY t.image_id, t.id, c.run_id"
         for r in self.db.execute(sql, args):
             box = Box(r[3], r[4], r[5], r[6]) if r[3] is not None else None
             yield TileText(r[0], r[1], r[2], box, r[7], tuple(json.loads(r[8])), r[9])
 
-    def version(self) -> tuple[int, int]:
-        """A cheap fingerprint of the searchable text (changes whenever captions/images change)."""
-        captions = self.db.execute("SELECT count(*), coalesce(max(id), 0) FROM captions").fetchone()
-        images = self.db.execute(
-            "SELECT count(*) FROM images WHERE status IN " + repr(SEARCHABLE)
-        ).fetchone()[0]
-        return (captions[0] * 1_000_003 + captions[1], images)
+    def change_head(self) -> int:
+        """The latest change-log sequence number (0 when nothing changed yet)."""
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM text_changes").fetchone()[0]
+
+    def changed_images(self, after: int, upto: int) -> set[int]:
+        """Images whose searchable text changed in (after, upto]."""
+        return {r[0] for r in self.db.execute(
+            "SELECT DISTINCT image_id FROM text_changes WHERE seq > ? AND seq <= ?", [after, upto]
+        )}
 
     def stats(self) -> dict[str, Any]:
         """Counts of images, files, tiles and captions per run."""
