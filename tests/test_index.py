@@ -110,7 +110,7 @@ def test_crash_during_an_index_update_never_serves_stale_text(tmp_path):
         StoreIndex(store).sync()
         caption(store, "a", "Tags: green pear")  # the database moved on; the index file did not
         [path] = tmp_path.glob("lib.db.index-*.npz")
-        path.with_name(path.name + ".tmp.npz").write_bytes(b"half-written index")  # crashed save
+        path.with_name(path.name + ".123.tmp.npz").write_bytes(b"half-written index")  # crashed save
     with Store(db) as store:
         searcher = Searcher(store)
         assert searcher.search("apple") == []

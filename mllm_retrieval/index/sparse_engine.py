@@ -141,14 +141,16 @@ class SparseEngine:
         tid = self.vocab.get(term)
         return float(self._idfs()[tid]) if tid is not None else 0.0
 
-    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
-        """Top-k by BM25Okapi among live docs holding a term, all `must` and no `exclude` terms."""
-        if k <= 0 or not self.alive.any():
-            return []
+    def score_all(self, terms: Sequence[str]) -> np.ndarray:
+        """BM25 score of every document (by id); -inf where no term matches or the doc was removed."""
+        scores, hit = self._accumulate(terms)
+        scores[~hit] = -np.inf
+        return scores
+
+    def _accumulate(self, terms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         idf = self._idfs()
         live = self.alive
-        avgdl = float(self.doc_len[live].sum() / live.sum()) or 1.0
+        avgdl = float(self.doc_len[live].sum() / live.sum()) if live.any() else 1.0
         scores = np.zeros(len(self.doc_len), dtype=np.float64)
         hit = np.zeros(len(self.doc_len), dtype=bool)
         for term in terms:
@@ -156,9 +158,17 @@ class SparseEngine:
             if tid is None:
                 continue
             docs, tfs = self._postings(tid)
-            norm = K1 * (1 - B + B * self.doc_len[docs] / avgdl)
+            norm = K1 * (1 - B + B * self.doc_len[docs] / (avgdl or 1.0))
             scores[docs] += idf[tid] * (tfs * (K1 + 1) / (tfs + norm))
             hit[docs] = True
+        return scores, hit
+
+    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
+               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
+        """Top-k by BM25Okapi among live docs holding a term, all `must` and no `exclude` terms."""
+        if k <= 0 or not self.alive.any():
+            return []
+        scores, hit = self._accumulate(terms)
         for term in must:
             tid = self.vocab.get(term)
             allowed = np.zeros_like(hit)
@@ -183,7 +193,7 @@ class SparseEngine:
         if self._delta:
             self._merge(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         terms = np.frombuffer(json.dumps(self.terms).encode(), dtype=np.uint8)
         arrays = {f"x_{k}": v for k, v in (extra or {}).items()}
         np.savez(tmp, doc_len=self.doc_len, alive=self.alive, indptr=self.indptr,
