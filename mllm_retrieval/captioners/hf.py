@@ -80,8 +80,11 @@ class TransformersCaptioner:
             model = AutoModelForImageTextToText.from_pretrained(
                 source, local_files_only=local_only, **kwargs
             )
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, ImportError) as e:
+            # ImportError: e.g. Qwen2-VL's processor insists on a video processor, which needs torchvision
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if isinstance(e, ImportError) and "orchvision" in first:
+                first = "its processor needs torchvision: pip install torchvision (matching your torch)"
             raise ModelLoadError(
                 f"cannot load model {self.model_id!r} as an image-text-to-text model: {first}"
             ) from e
