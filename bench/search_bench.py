@@ -13,6 +13,7 @@ build <= 60 s, add 1k <= 1 s, peak RSS <= 2 GB; >= 50x rank-bm25's query speed a
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import resource
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
 CAPTIONS = ROOT.parent / "shared" / "data" / "coco" / "annotations" / "captions_val2017.json"
 TARGETS = {"p50_ms": 10.0, "p99_ms": 50.0, "build_s": 60.0, "add1k_s": 1.0, "rss_mb": 2048.0}
 REFERENCE_MAX_DOCS = 100_000  # rank-bm25 beyond this takes too long to be worth waiting for
@@ -67,14 +69,28 @@ def queries(n: int, seed: int) -> list[list[str]]:
             for _ in range(n)]
 
 
+def make_engine(name: str):
+    """A product engine by name, or a candidate from candidates.py."""
+    from mllm_retrieval.index import ENGINES, get_engine
+
+    if name in ENGINES:
+        return get_engine(name)
+    import candidates
+
+    return {"fts5": candidates.FTS5Engine, "bm25s": candidates.BM25sEngine}[name]()
+
+
+def available(name: str) -> bool:
+    """Whether a candidate engine's package is installed."""
+    return name != "bm25s" or importlib.util.find_spec("bm25s") is not None
+
+
 def worker(engine_name: str, size: int, n_queries: int) -> dict:
     """Measure one engine at one size (run in a fresh process)."""
-    from mllm_retrieval.index import get_engine
-
     docs = corpus(size, seed=1)
     extra = corpus(1000, seed=2)
     qs = queries(n_queries, seed=3)
-    engine = get_engine(engine_name)
+    engine = make_engine(engine_name)
     t0 = time.perf_counter()
     engine.add(docs)
     build = time.perf_counter() - t0
@@ -116,6 +132,7 @@ def main() -> None:
     p.add_argument("--sizes", default="10000,100000,1000000")
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--reference-queries", type=int, default=60, help="queries for rank-bm25 (slow)")
+    p.add_argument("--candidates", default="fts5,bm25s", help="other engines to compare ('' for none)")
     p.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -128,10 +145,10 @@ def main() -> None:
     for size in [int(s) for s in args.sizes.split(",")]:
         fast = run("sparse", size, args.queries)
         ref = run("rank-bm25", size, args.reference_queries) if size <= REFERENCE_MAX_DOCS else None
-        rows = [fast] + ([ref] if ref else [])
-        for r in rows:
+        others = [run(c, size, args.queries) for c in args.candidates.split(",") if c and available(c)]
+        for r in [fast, *others] + ([ref] if ref else []):
             speed = f"{ref['p50_ms'] / r['p50_ms']:8.1f}x" if ref else f"{'n/a':>9}"
-            ov = f"{overlap(fast['tops'], ref['tops']):13.3f}" if ref and r is fast else f"{'':>13}"
+            ov = f"{overlap(r['tops'], ref['tops']):13.3f}" if ref and r is not ref else f"{'':>13}"
             print(f"{size:>9} {r['engine']:>10} {r['build_s']:8.2f} {r['add1k_s']:8.3f} {r['p50_ms']:8.2f} "
                   f"{r['p99_ms']:8.2f} {r['rss_mb']:7.0f} {speed} {ov}")
         if size >= 1_000_000:
