@@ -19,7 +19,9 @@ class FTS5Engine:
 
     def __init__(self) -> None:
         self.db = sqlite3.connect(":memory:")
-        self.db.execute("CREATE VIRTUAL TABLE docs USING fts5(body, tokenize='unicode61 remove_diacritics 0')")
+        self.db.execute(
+            "CREATE VIRTUAL TABLE docs USING fts5(body, tokenize='unicode61 remove_diacritics 0')"
+        )
         self.n = 0
 
     def add(self, docs: Sequence[list[str]]) -> list[int]:

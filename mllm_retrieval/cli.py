@@ -231,6 +231,47 @@ def format_result(r) -> str:
     return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
 
 
+@app.command("eval")
+def eval_(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, typer.Option(help="coco | voc | vlm (files under --data-dir).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Evaluation data [default: ../shared/data].")] = None,
+    annotations: Annotated[Path | None, typer.Option(help="Any COCO-format labels file.")] = None,
+    captions: Annotated[Path | None, typer.Option(help="COCO-format human captions file.")] = None,
+    voc_root: Annotated[Path | None, typer.Option(help="A PASCAL VOC folder (Annotations/*.xml).")] = None,
+    voc_split: Annotated[str, typer.Option(help="VOC split under ImageSets/Main.")] = "val",
+    source: Annotated[list[str] | None, typer.Option(help="human | db | jsonl:PATH; repeatable.")] = None,
+    run: RunOption = None,
+    model: Annotated[str | None, typer.Option(help="Only this model's text (db and jsonl).")] = None,
+    per_model: Annotated[bool, typer.Option(help="Each model of a source is its own condition.")] = False,
+    ablate: Annotated[bool, typer.Option(help="Add full-only, best-tile, tags-only, caption-only.")] = False,
+    expand: Annotated[bool, typer.Option(help="Add a class names + synonyms condition.")] = False,
+    baseline: Annotated[str | None, typer.Option(help="clip: add a CLIP baseline (needs --images).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of the set's image files.")] = None,
+    clip_model: Annotated[str | None, typer.Option(help="CLIP model for --baseline clip.")] = None,
+    device: Annotated[Device, typer.Option(help="Where the CLIP baseline runs.")] = Device.auto,
+    out: Annotated[Path, typer.Option(help="Folder for results.json and PR plots.")] = Path("eval/out"),
+    results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Retrieval quality with class names as queries: AP, PR-AUC, PR curves; see eval/README.md."""
+    from .evaluation import report as rep
+    from .evaluation.runner import EvalConfig, run_eval
+
+    result = run_eval(EvalConfig(
+        dataset=dataset, data_dir=data_dir, annotations=annotations, captions=captions, voc_root=voc_root,
+        voc_split=voc_split, sources=source or [], db=db, run=run, model=model, per_model=per_model,
+        ablate=ablate, expand=expand, baseline=baseline, images=images, clip_model=clip_model,
+        device=device.value, progress=not quiet, command=rep.command_line(ctx),
+    ))
+    typer.echo(rep.format_table(result))
+    written = [rep.write_json(result, out / "results.json"), *rep.write_plots(result, out)]
+    if results_md is not None:
+        written.append(rep.update_markdown(result, results_md))
+    typer.echo("wrote " + ", ".join(map(str, written)), err=True)
+
+
 @app.command()
 def stats(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

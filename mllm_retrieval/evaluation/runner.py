@@ -1,0 +1,450 @@
+"""Run an evaluation: load the set, build each condition's documents, score every image for every query.
+
+A condition is one source's text (one model), one document variant (see `Variant`) and one query set
+(class names, or class names + synonyms with `expand`). Every image of the evaluation set gets a score for
+every query: BM25 over the condition's documents (the corpus is the documents that exist), -inf for an
+image with no matching word or no text at all, so those images form one tie block ranked last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MllmretError
+from ..index.sparse_engine import SparseEngine
+from ..text import tokenize
+from . import metrics
+from .datasets import EvalSet, class_queries, default_data_root, load_coco_style_labels, load_voc
+from .sources import (
+    JsonlRecord,
+    SourceText,
+    db_sources,
+    human_source,
+    jsonl_images,
+    jsonl_sources,
+    parse_spec,
+    read_jsonl,
+)
+
+VIEWS = {"all": "full + tiles", "full": "full image only"}
+FIELDS = {"both": "tags + caption", "tags": "tags only", "caption": "caption only"}
+UNITS = {"image": "image document", "tile": "best tile"}
+DATASETS = ("coco", "voc", "vlm")
+
+
+class EvalConfigError(MllmretError):
+    """The options do not name one evaluation set, or its files are not where they should be."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How a source's units become documents: which tiles, which fields, image or tile documents."""
+
+    view: str = "all"
+    fields: str = "both"
+    unit: str = "image"
+
+    @property
+    def label(self) -> str:
+        """Human-readable name, e.g. "full + tiles, tags + caption, image document"."""
+        return f"{VIEWS[self.view]}, {FIELDS[self.fields]}, {UNITS[self.unit]}"
+
+
+def variants(src: SourceText, ablate: bool) -> list[Variant]:
+    """The default variant, plus one-factor-at-a-time ablations that apply to this source."""
+    out = [Variant()]
+    if ablate and src.has_tiles:
+        out += [Variant(view="full"), Variant(unit="tile")]
+    if ablate and src.has_tags:
+        out += [Variant(fields="tags"), Variant(fields="caption")]
+    return out
+
+
+def documents(src: SourceText, variant: Variant) -> tuple[list[str], list[list[str]]]:
+    """(evaluation image id, tokens) of each document of a condition; empty documents are left out."""
+    owners, docs = [], []
+    for image_id, units in src.units.items():
+        groups: dict[str, list[str]] = {}
+        for u in units:
+            if variant.view == "full" and u.tile != "full":
+                continue
+            key = u.tile if variant.unit == "tile" else "image"
+            tokens = groups.setdefault(key, [])
+            if variant.fields in ("both", "tags"):
+                tokens += tokenize(" , ".join(u.tags))
+            if variant.fields in ("both", "caption"):
+                tokens += tokenize(u.caption)
+        for tokens in groups.values():
+            if tokens:
+                owners.append(image_id)
+                docs.append(tokens)
+    return owners, docs
+
+
+def score_matrix(image_ids: tuple[str, ...], owners: list[str], docs: list[list[str]],
+                 queries: dict[str, str], progress: bool = False, desc: str = "") -> np.ndarray:
+    """BM25 score of every image for every query (rows), max over an image's documents; -inf: no match."""
+    from tqdm import tqdm
+
+    position = {i: n for n, i in enumerate(image_ids)}
+    owner_index = np.fromiter((position[o] for o in owners), dtype=np.int64, count=len(owners))
+    engine = SparseEngine()
+    engine.add(docs)
+    out = np.full((len(queries), len(image_ids)), -np.inf)
+    bar = tqdm(list(queries.values()), desc=desc[:60], unit="query", file=sys.stderr, disable=not progress,
+               leave=False)
+    for row, query in enumerate(bar):
+        if docs:
+            np.maximum.at(out[row], owner_index, engine.score_all(list(dict.fromkeys(tokenize(query)))))
+    return out
+
+
+@dataclass
+class ClassRow:
+    """One class of one condition: metrics, the no-match block and ties, the interpolated PR curve."""
+
+    result: metrics.ClassResult
+    query: str
+    no_match: int
+    relevant_no_match: int
+    tied_items: int
+    largest_tie_block: int
+    curve: np.ndarray
+
+
+@dataclass
+class Condition:
+    """The result of one condition over the whole evaluation set."""
+
+    label: str
+    source: str
+    variant: Variant | None
+    expand: bool
+    n_images: int
+    n_with_text: int
+    n_with_document: int
+    n_documents: int
+    notes: list[str] = field(default_factory=list)
+    rows: list[ClassRow] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    micro_ap: float = float("nan")
+    micro_prevalence: float = float("nan")
+
+    @property
+    def coverage(self) -> float:
+        """Share of evaluation images with a non-empty document in this condition."""
+        return self.n_with_document / self.n_images
+
+    @property
+    def no_match_share(self) -> float:
+        """Mean over classes of the share of images in the -inf (no matching word) tie block."""
+        return float(np.mean([r.no_match for r in self.rows])) / self.n_images
+
+    @property
+    def missed_relevant_share(self) -> float:
+        """Share of all (class, relevant image) pairs that sit in the -inf block."""
+        total = sum(r.result.n_relevant for r in self.rows)
+        return sum(r.relevant_no_match for r in self.rows) / total if total else float("nan")
+
+    def mean_curve(self) -> np.ndarray:
+        """Mean interpolated precision at `metrics.DEFAULT_RECALL_LEVELS` over evaluated classes."""
+        kept = [r.curve for r in self.rows if r.result.n_relevant > 0]
+        return np.mean(kept, axis=0) if kept else np.full(metrics.DEFAULT_RECALL_LEVELS.shape, np.nan)
+
+
+def evaluate_condition(evalset: EvalSet, src: SourceText, variant: Variant, expand: bool,
+                       progress: bool = False, docs: tuple[list[str], list[list[str]]] | None = None
+                       ) -> Condition:
+    """Score and measure one text condition (`docs`: its `documents`, when already built)."""
+    queries = class_queries(evalset.classes, expand=expand)
+    owners, docs = docs or documents(src, variant)
+    label = src.label + (f" | {variant.label}" if src.has_tiles or src.has_tags else "")
+    label += " | +synonyms (--expand)" if expand else ""
+    scores = score_matrix(evalset.image_ids, owners, docs, queries, progress, label)
+    empty = [name for name, q in queries.items() if not tokenize(q)]
+    notes = list(src.notes) + ([f"queries with no searchable word: {', '.join(empty)}"] if empty else [])
+    return measure(evalset, queries, scores, Condition(
+        label=label, source=src.label, variant=variant, expand=expand, n_images=len(evalset.image_ids),
+        n_with_text=sum(1 for i in evalset.image_ids if src.units.get(i)),
+        n_with_document=len(set(owners)), n_documents=len(docs), notes=notes,
+    ))
+
+
+def measure(evalset: EvalSet, queries: dict[str, str], scores: np.ndarray, c: Condition) -> Condition:
+    """Fill a condition's per-class rows, macro summary and micro AP from its score matrix."""
+    normalised, relevances = [], []
+    for name, s in zip(evalset.classes, scores, strict=True):
+        relevant = np.fromiter((name in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
+        ties = metrics.tie_stats(s)
+        c.rows.append(ClassRow(
+            metrics.class_result(name, s, relevant), queries[name], int(np.isneginf(s).sum()),
+            int((np.isneginf(s) & relevant).sum()), ties.n_tied_items, ties.largest_tie_block,
+            metrics.interpolated_curve(s, relevant),
+        ))
+        normalised.append(_minmax(s))
+        relevances.append(relevant)
+    pooled = np.concatenate(relevances)
+    c.summary = metrics.summarize([r.result for r in c.rows])
+    c.micro_ap = metrics.micro_ap(normalised, relevances) if pooled.any() else float("nan")
+    c.micro_prevalence = float(pooled.mean())
+    return c
+
+
+def clip_condition(evalset: EvalSet, images: Path, model: str, device: str = "auto",
+                   progress: bool = False) -> Condition:
+    """The dense baseline: CLIP cosine similarity of each image file to "a photo of a {class query}"."""
+    try:
+        from .clip_baseline import DEFAULT_PROMPT, clip_scores
+    except ImportError as e:
+        raise EvalConfigError(f"--baseline clip is not available in this install: {e}") from None
+    if not Path(images).is_dir():
+        raise EvalConfigError(f"--baseline clip needs the images: {str(images)!r} is not a folder (--images)")
+    paths = {i: Path(images, evalset.file_names[i]) for i in evalset.image_ids}
+    present = [i for i in evalset.image_ids if paths[i].is_file()]
+    queries = class_queries(evalset.classes)
+    found = clip_scores([paths[i] for i in present], queries, model, device, progress=progress)
+    scores = np.full((len(queries), len(evalset.image_ids)), -np.inf)
+    position = {i: n for n, i in enumerate(evalset.image_ids)}
+    columns = [position[i] for i in present]
+    for row, name in enumerate(queries):
+        if present:
+            scores[row, columns] = found[name]
+    readable = int(np.isfinite(scores[0]).sum()) if len(queries) else 0
+    notes = [f"{len(evalset.image_ids) - len(present):,} evaluation images have no file in {images} "
+             "(score -inf)"] if len(present) < len(evalset.image_ids) else []
+    if readable < len(present):
+        notes.append(f"{len(present) - readable} image files could not be read (score -inf)")
+    label = f"CLIP baseline [{model}] | cosine to {DEFAULT_PROMPT.format('{class}')!r}"
+    return measure(evalset, queries, scores, Condition(
+        label=label, source=f"CLIP baseline [{model}]", variant=None, expand=False,
+        n_images=len(evalset.image_ids), n_with_text=len(present), n_with_document=readable,
+        n_documents=readable, notes=notes,
+    ))
+
+
+def _minmax(s: np.ndarray) -> np.ndarray:
+    """Scores mapped to [0, 1] per query over matched images (-inf stays), so queries can be pooled."""
+    finite = np.isfinite(s)
+    if not finite.any():
+        return s.copy()
+    lo, hi = s[finite].min(), s[finite].max()
+    out = s.copy()
+    out[finite] = (s[finite] - lo) / (hi - lo) if hi > lo else 1.0
+    return out
+
+
+# configuration and the whole run
+@dataclass
+class EvalConfig:
+    """Everything `mllmret eval` was asked to do (the CLI fills it; the library runs it)."""
+
+    dataset: str | None = None
+    data_dir: Path | None = None
+    annotations: Path | None = None
+    captions: Path | None = None
+    voc_root: Path | None = None
+    voc_split: str = "val"
+    sources: list[str] = field(default_factory=list)
+    db: Path | None = None
+    run: int | None = None
+    model: str | None = None
+    per_model: bool = False
+    ablate: bool = False
+    expand: bool = False
+    baseline: str | None = None
+    images: Path | None = None
+    clip_model: str | None = None
+    device: str = "auto"
+    progress: bool = True
+    command: str | None = None
+
+
+@dataclass
+class EvalReport:
+    """All conditions of one run, with what is needed to reproduce it."""
+
+    evalset: str
+    description: str
+    image_ids: tuple[str, ...]
+    classes: tuple[str, ...]
+    queries: dict[str, str]
+    expanded_queries: dict[str, str] | None
+    conditions: list[Condition]
+    data_files: dict[str, str]
+    config: dict
+    versions: dict[str, str]
+    created: str
+    command: str | None
+
+
+def run_eval(cfg: EvalConfig) -> EvalReport:
+    """Load the evaluation set and every source, then evaluate every condition."""
+    specs = [parse_spec(s) for s in cfg.sources]
+    clip_images = _clip_images(cfg) if cfg.baseline is not None else None
+    jsonl_cache: dict[Path, tuple[list[JsonlRecord], list[str]]] = {
+        p: read_jsonl(p) for k, p in specs if k == "jsonl"}
+    evalset, description, files = load_eval_set(cfg, jsonl_cache)
+    if not specs and evalset.captions:
+        specs = [("human", None)]
+    elif not specs and cfg.baseline is None:
+        raise EvalConfigError(f"evaluation set {evalset.name!r} has no human captions: give --source")
+    sources: list[SourceText] = []
+    for kind, path in specs:
+        if kind == "human":
+            sources.append(human_source(evalset))
+        elif kind == "jsonl":
+            sources += jsonl_sources(path, evalset, cfg.model, cfg.per_model, jsonl_cache[path])
+        else:
+            sources += _db(cfg, evalset)
+    conditions = []
+    for src in sources:
+        for variant in variants(src, cfg.ablate):
+            docs = documents(src, variant)
+            for expand in (False, True) if cfg.expand else (False,):
+                conditions.append(evaluate_condition(evalset, src, variant, expand, cfg.progress, docs))
+    if clip_images is not None:
+        conditions.append(clip_condition(evalset, clip_images, _clip_model(cfg), cfg.device, cfg.progress))
+    for src in sources:
+        files += src.files
+    return EvalReport(
+        evalset=evalset.name, description=description, image_ids=evalset.image_ids,
+        classes=evalset.classes, queries=class_queries(evalset.classes),
+        expanded_queries=class_queries(evalset.classes, expand=True) if cfg.expand else None,
+        conditions=conditions, data_files={str(p): sha256(p) for p in dict.fromkeys(files)},
+        config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=cfg.command,
+    )
+
+
+def _clip_images(cfg: EvalConfig) -> Path:
+    """The image folder for --baseline clip, checked before any work."""
+    if cfg.baseline != "clip":
+        raise EvalConfigError(f"unknown --baseline {cfg.baseline!r}: the only baseline is clip")
+    images = cfg.images
+    root = cfg.data_dir or default_data_root()
+    if images is None and cfg.dataset == "coco" and root is not None:
+        images = Path(root, "coco", "images")
+    if images is None:
+        raise EvalConfigError("--baseline clip needs the image files: give --images DIR")
+    if not Path(images).is_dir():
+        raise EvalConfigError(f"--baseline clip needs the images: {str(images)!r} is not a folder (--images)")
+    return Path(images)
+
+
+def _clip_model(cfg: EvalConfig) -> str:
+    if cfg.clip_model is not None:
+        return cfg.clip_model
+    try:
+        from .clip_baseline import DEFAULT_CLIP_MODEL
+    except ImportError as e:
+        raise EvalConfigError(f"--baseline clip is not available in this install: {e}") from None
+    return DEFAULT_CLIP_MODEL
+
+
+def _db(cfg: EvalConfig, evalset: EvalSet) -> list[SourceText]:
+    from ..config import db_path
+    from ..store import Store
+
+    path = cfg.db or db_path()
+    if not Path(path).is_file():
+        raise EvalConfigError(f"database {str(path)!r} not found: give --db or run `mllmret caption` first")
+    with Store(path) as store:
+        return db_sources(store, evalset, cfg.run, cfg.model, cfg.per_model)
+
+
+def load_eval_set(cfg: EvalConfig, jsonl: dict[Path, tuple[list[JsonlRecord], list[str]]]
+                  ) -> tuple[EvalSet, str, list[Path]]:
+    """The evaluation set the options name, a sentence that states what it is, and the files read."""
+    if cfg.voc_root is not None:
+        if cfg.annotations is not None or cfg.dataset not in (None, "voc"):
+            raise EvalConfigError("--voc-root reads a VOC folder: do not combine it with --annotations "
+                                  "or another --dataset")
+        es = load_voc(cfg.voc_root, cfg.voc_split, keep_difficult=False)
+        return es, f"the {len(es.image_ids):,} images of VOC split {cfg.voc_split!r} in {cfg.voc_root}", []
+    if cfg.dataset is None and cfg.annotations is None:
+        raise EvalConfigError(
+            "name an evaluation set: --dataset coco|voc|vlm, --annotations FILE or --voc-root DIR")
+    if cfg.dataset is not None and cfg.dataset not in DATASETS:
+        raise EvalConfigError(f"unknown --dataset {cfg.dataset!r}: use one of {', '.join(DATASETS)}")
+    labels, captions = _dataset_files(cfg)
+    files = [p for p in (labels, captions) if p is not None]
+    if cfg.dataset == "vlm":
+        return (*_vlm_set(cfg, labels, captions, jsonl), files)
+    name = {"voc": "voc_sentences", "coco": "coco"}.get(cfg.dataset or "", "coco-format")
+    es = load_coco_style_labels(labels, captions, name=name)
+    text = f"all {len(es.image_ids):,} images of {labels.name}"
+    if captions is not None:
+        text += f" ({len(es.captions):,} of them have human captions in {captions.name})"
+    return es, text, files
+
+
+def _dataset_files(cfg: EvalConfig) -> tuple[Path, Path | None]:
+    """Labels and captions files: the dataset's defaults under the data dir, overridden by options."""
+    if cfg.dataset is None:
+        return cfg.annotations, cfg.captions
+    root = cfg.data_dir or default_data_root()
+    if root is None and cfg.annotations is None:
+        raise EvalConfigError("no evaluation data dir: pass --data-dir or set MLLMRET_EVAL_DATA")
+    defaults = {
+        "coco": ("coco/annotations/labels_val2017.json", "coco/annotations/captions_val2017.json"),
+        "voc": ("voc_sentences/labels.json", "voc_sentences/captions.json"),
+        "vlm": ("vlm_captions/labels.json", None),
+    }[cfg.dataset]
+    labels = cfg.annotations or Path(root, defaults[0])
+    captions = cfg.captions or (Path(root, defaults[1]) if defaults[1] and root is not None else None)
+    for path in (labels, captions):
+        if path is not None and not path.is_file():
+            raise EvalConfigError(f"{cfg.dataset} data file not found: {str(path)!r} (see --data-dir)")
+    return labels, captions
+
+
+def _vlm_set(cfg: EvalConfig, labels: Path, captions: Path | None,
+             jsonl: dict[Path, tuple[list[JsonlRecord], list[str]]]) -> tuple[EvalSet, str]:
+    """vlm_captions: the labelled images that have text in the given JSONL file(s), for the chosen models."""
+    if not jsonl:
+        there = sorted(p.name for p in labels.parent.glob("*.jsonl"))
+        raise EvalConfigError("--dataset vlm evaluates the images that have text in a JSONL file: give "
+                              f"--source jsonl:PATH (in {labels.parent}: {', '.join(there) or 'none'})")
+    wanted: set[tuple[str | None, str | None]] = set()
+    for path, (records, _) in jsonl.items():
+        wanted |= jsonl_images(records, cfg.model, cfg.per_model, repr(str(path)))
+    keys = {k for pair in wanted for k in pair if k is not None}
+    es = load_coco_style_labels(labels, captions, images=keys, name="vlm_captions")
+    found = set(es.image_ids) | set(es.file_names.values())
+    missing = sum(1 for i, name in wanted if i not in found and name not in found)
+    models = cfg.model or ("every model, each its own condition" if cfg.per_model else "its one model")
+    text = (f"the {len(es.image_ids):,} images of {labels.name} that have text in "
+            f"{', '.join(p.name for p in jsonl)} ({models})")
+    if missing:
+        text += f"; {missing} images with text have no labels and are not evaluated"
+    return es, text
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("mllm-retrieval", "numpy", "matplotlib", "tqdm"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
