@@ -1,0 +1,109 @@
+"""Read-only views of the library for the web page: one image's tiles and captions, tags, counts."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .store import SEARCHABLE, Store
+from .text import tokenize
+
+MAX_TAGS = 12
+# Caption words too vague to refine by, when an image has no tags to show.
+VAGUE = frozenset("one two three four five several various many some other left right side front back "
+                  "feature featuring placed positioned located seems overall scene view can".split())
+
+
+def library_summary(store: Store) -> dict[str, Any]:
+    """How many searchable images and captions there are, and how many runs made them."""
+    q = store.db.execute
+    marks = ",".join("?" * len(SEARCHABLE))
+    return {
+        "database": str(store.path) if store.path else ":memory:",
+        "images": q(f"SELECT count(*) FROM images WHERE status IN ({marks})", SEARCHABLE).fetchone()[0],
+        "captions": q("SELECT count(*) FROM captions").fetchone()[0],
+        "runs": q("SELECT count(*) FROM runs").fetchone()[0],
+    }
+
+
+def indexed_file(store: Store, image_id: int) -> Path | None:
+    """A file that was indexed for this image and is unchanged since (same size and mtime)."""
+    image = store.db.execute("SELECT status FROM images WHERE id = ?", [image_id]).fetchone()
+    if image is None or image[0] != "ok":
+        return None
+    rows = store.db.execute(
+        "SELECT path, bytes, mtime FROM files WHERE image_id = ? AND status = 'ok' ORDER BY seen_at DESC",
+        [image_id],
+    ).fetchall()
+    for path, nbytes, mtime in rows:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if st.st_size == nbytes and (mtime is None or abs(st.st_mtime - mtime) < 1e-3):
+            return Path(path)
+    return None
+
+
+def card_info(store: Store, image_ids: Iterable[int], run_ids: list[int] | None = None
+              ) -> dict[int, dict[str, Any]]:
+    """Per image: size, whether it has a file, and its most frequent tags (caption words if none)."""
+    ids = json.dumps(sorted(set(image_ids)))
+    info: dict[int, dict[str, Any]] = {}
+    for image_id, width, height, status, sha in store.db.execute(
+        "SELECT id, width, height, status, sha256 FROM images WHERE id IN (SELECT value FROM json_each(?))",
+        [ids],
+    ):
+        info[image_id] = {"width": width, "height": height, "has_file": status == "ok" and bool(sha)}
+    tags: dict[int, Counter] = {i: Counter() for i in info}
+    words: dict[int, Counter] = {i: Counter() for i in info}
+    sql = ("SELECT t.image_id, c.tags, c.caption FROM captions c JOIN tiles t ON t.id = c.tile_id "
+           "WHERE t.image_id IN (SELECT value FROM json_each(?))")
+    args: list[Any] = [ids]
+    if run_ids is not None:
+        sql += " AND c.run_id IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(run_ids))
+    sql += " ORDER BY t.key != 'full', t.id, c.run_id"  # ties go to the whole image's tags
+    for image_id, tag_json, caption in store.db.execute(sql, args):
+        tags[image_id].update(clean_tag(t) for t in json.loads(tag_json) if clean_tag(t))
+        words[image_id].update(w for w in tokenize(caption) if w not in VAGUE and not w.isdigit())
+    for image_id, item in info.items():
+        ranked = tags[image_id] or words[image_id]
+        item["tags"] = [t for t, _ in ranked.most_common(MAX_TAGS)]
+    return info
+
+
+def clean_tag(tag: str) -> str:
+    """A tag as a chip shows it and a query can hold it: lowercase, one line, no double quotes."""
+    return " ".join(str(tag).replace('"', " ").lower().split())[:60]
+
+
+def image_detail(store: Store, image_id: int) -> dict[str, Any] | None:
+    """One image with every tile (box) and each tile's tags, caption and raw text per run."""
+    rows = list(store.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+    if not rows:
+        return None
+    image = rows[0]
+    tiles: dict[int, dict[str, Any]] = {}
+    for r in store.db.execute(
+        "SELECT t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, r.model, r.backend, r.prompt_name, "
+        "c.tags, c.caption, c.raw FROM tiles t JOIN captions c ON c.tile_id = t.id "
+        "JOIN runs r ON r.id = c.run_id WHERE t.image_id = ? "
+        "ORDER BY t.key != 'full', t.y0, t.x0, t.id, c.run_id", [image_id],
+    ):
+        tile = tiles.setdefault(r[0], {
+            "key": r[1], "box": [r[2], r[3], r[4], r[5]] if r[2] is not None else None, "captions": [],
+        })
+        tile["captions"].append({
+            "run": r[6], "model": r[7], "backend": r[8], "prompt": r[9],
+            "tags": json.loads(r[10]), "caption": r[11], "raw": r[12],
+        })
+    return {
+        "id": image["id"], "path": image["path"], "external_id": image["external_id"],
+        "width": image["width"], "height": image["height"], "status": image["status"],
+        "searchable": image["status"] in SEARCHABLE, "tiles": list(tiles.values()),
+    }

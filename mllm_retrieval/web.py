@@ -1,0 +1,280 @@
+"""`mllmret serve`: a local web page and a small JSON API over the same Store and Searcher as the CLI.
+
+SQLite connections stay on the thread that opened them, so every database call runs on one worker
+thread (`Library`); thumbnails are made on the server's thread pool and cached in the data dir.
+Images are served only by their id in the database, from a file that was indexed and is unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import shlex
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from . import config
+from .details import card_info, image_detail, indexed_file, library_summary
+from .errors import ImageError, MllmretError
+from .query import parse_query
+from .store import Store
+from .thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, thumbnail
+
+STATIC = Path(__file__).parent / "static"
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+MAX_RESULTS = 2000  # deepest a page of results can reach (offset + k)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+IMAGE_CACHE = "private, max-age=86400"  # an image id keeps its sha256 for good
+
+
+class SearchResult(BaseModel):
+    """One ranked image (the search result's fields, plus what the page shows)."""
+
+    model_config = ConfigDict(extra="allow")
+    rank: int
+    image_id: int
+    score: float
+    path: str | None
+    external_id: str | None
+    matched: list[str]
+    tile: str | None
+    box: list[int] | None
+    width: int | None
+    height: int | None
+    tags: list[str]
+    thumbnail: str | None
+    url: str
+
+
+class SearchPage(BaseModel):
+    """A page of results; `empty` names why there are none (no_database, no_captions, no_words)."""
+
+    query: str
+    k: int
+    offset: int
+    results: list[SearchResult]
+    has_more: bool
+    empty: str | None = None
+    message: str | None = None
+    hint: str | None = None
+
+
+class Library:
+    """The database, used from one worker thread; opened once it exists."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mllmret-db")
+        self.store: Store | None = None
+        self.searcher = None
+
+    async def run(self, fn, *args) -> Any:
+        """fn(self, *args) on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, self, *args))
+
+    def open(self) -> Store | None:
+        if self.store is None and self.path.exists():
+            self.store = Store(self.path)
+        return self.store
+
+    def close(self) -> None:
+        def _close(lib: Library) -> None:
+            if lib.store is not None:
+                lib.store.close()
+        self.pool.submit(_close, self).result()
+        self.pool.shutdown()
+
+    def hint(self) -> str:
+        db = "" if self.path == config.db_path() else f" --db {shlex.quote(str(self.path))}"
+        return f"mllmret caption ~/Pictures{db}"
+
+
+def _search(lib: Library, q: str, k: int, offset: int) -> dict[str, Any]:
+    page: dict[str, Any] = {"query": q, "k": k, "offset": offset, "results": [], "has_more": False}
+    store = lib.open()
+    if store is None or not library_summary(store)["captions"]:
+        where = "no database yet" if store is None else "no captions yet"
+        return {**page, "empty": "no_database" if store is None else "no_captions",
+                "message": f"{where} at {lib.path}: describe your photos first", "hint": lib.hint()}
+    if parse_query(q).empty:
+        return {**page, "empty": "no_words",
+                "message": "type at least one word to look for (-word only excludes)"}
+    if lib.searcher is None:
+        from .search import Searcher
+
+        lib.searcher = Searcher(store, None)
+    results = lib.searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1))
+    shown = results[offset:offset + k]
+    info = card_info(store, [r.image_id for r in shown])
+    for r in shown:
+        extra = info.get(r.image_id, {"width": None, "height": None, "has_file": False, "tags": []})
+        page["results"].append({
+            **r.to_dict(), "width": extra["width"], "height": extra["height"], "tags": extra["tags"],
+            "thumbnail": f"/api/images/{r.image_id}/thumbnail" if extra["has_file"] else None,
+            "url": f"/api/images/{r.image_id}",
+        })
+    page["has_more"] = len(results) > offset + k and offset + k < MAX_RESULTS
+    return page
+
+
+def _detail(lib: Library, image_id: int) -> dict[str, Any] | None:
+    store = lib.open()
+    detail = image_detail(store, image_id) if store else None
+    if detail is not None:
+        has_file = indexed_file(store, image_id) is not None
+        detail["file"] = f"/api/images/{image_id}/file" if has_file else None
+        detail["thumbnail"] = f"/api/images/{image_id}/thumbnail" if has_file else None
+    return detail
+
+
+def _file(lib: Library, image_id: int) -> tuple[Path | None, str | None]:
+    store = lib.open()
+    if store is None:
+        return None, None
+    row = store.db.execute("SELECT sha256 FROM images WHERE id = ?", [image_id]).fetchone()
+    return (indexed_file(store, image_id), row[0] or "") if row else (None, None)
+
+
+def _image_id(text: str) -> int:
+    """A database id from the URL; anything but a plain integer is simply not found."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise HTTPException(404, "no such image: ids are the integers that search returns")
+    return int(text)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
+    """The web app for one database (created by `mllmret caption` or `import`; may not exist yet)."""
+    lib = Library(Path(db_path) if db_path else config.db_path())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        await run_in_threadpool(lib.close)
+
+    app = FastAPI(title="mllmret", summary="Search photos by the words an M-LLM wrote about them.",
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
+    app.state.library = lib
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost"])
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = "; ".join(f"{e['loc'][-1]}: {e['msg']}" for e in exc.errors())
+        return _error(400, f"bad request ({where})")
+
+    @app.exception_handler(MllmretError)
+    async def library_error(_request: Request, exc: MllmretError) -> JSONResponse:
+        return _error(500, str(exc))
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/library")
+    async def library() -> dict[str, Any]:
+        """Counts of searchable images, captions and runs, and the command that adds photos."""
+        def summary(lib: Library) -> dict[str, Any]:
+            store = lib.open()
+            counts = library_summary(store) if store else {"database": str(lib.path), "images": 0,
+                                                             "captions": 0, "runs": 0}
+            return {**counts, "exists": store is not None, "hint": lib.hint()}
+        return await lib.run(summary)
+
+    @app.get("/api/search", response_model=SearchPage)
+    async def search(
+        q: str = Query("", max_length=2000, description='Words; "a phrase", +must, -exclude.'),
+        k: int = Query(24, ge=1, le=100, description="Results per page."),
+        offset: int = Query(0, ge=0, le=MAX_RESULTS, description="Results to skip (pagination)."),
+    ) -> dict[str, Any]:
+        """Rank images by BM25 over their tags and captions; each with matched words, best tile, tags."""
+        return await lib.run(_search, q, k, offset)
+
+    @app.get("/api/images/{image_id}")
+    async def image(image_id: str) -> dict[str, Any]:
+        """One image: every tile with its box, and each tile's tags, caption and raw text per run."""
+        detail = await lib.run(_detail, _image_id(image_id))
+        if detail is None:
+            raise HTTPException(404, "no such image in this database")
+        return detail
+
+    async def _send(request: Request, image_id: str, size: int | None) -> Response:
+        path, sha = await lib.run(_file, _image_id(image_id))
+        if sha is None:
+            return _error(404, "no such image in this database")
+        if path is None:
+            return _error(404, "no indexed file for this image: it was imported without one, or the file is "
+                          "gone or changed since it was indexed (caption its folder again)")
+        etag = f'"{sha}"'
+        headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        media = "image/jpeg" if size else await run_in_threadpool(browser_type, path)
+        if media is None:  # TIFF and other formats browsers cannot show
+            media, size = "image/jpeg", PREVIEW_SIZE
+        try:
+            if size is not None:
+                path = await run_in_threadpool(thumbnail, path, sha, size)
+        except ImageError as e:
+            return _error(404, f"cannot show this image: {e}")
+        return FileResponse(path, media_type=media, headers=headers)
+
+    @app.get("/api/images/{image_id}/thumbnail", response_class=FileResponse)
+    async def image_thumbnail(request: Request, image_id: str) -> Response:
+        """A JPEG, longest side 320 pixels, made on first request and cached."""
+        return await _send(request, image_id, THUMB_SIZE)
+
+    @app.get("/api/images/{image_id}/file", response_class=FileResponse)
+    async def image_file(request: Request, image_id: str) -> Response:
+        """The indexed image file itself (a large JPEG for formats browsers cannot show)."""
+        return await _send(request, image_id, None)
+
+    return app
+
+
+def preflight(db_path: Path, host: str, port: int) -> None:
+    """Fail early, in one line, on a database that cannot be opened or a port that is taken."""
+    if db_path.exists():
+        Store(db_path).close()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise MllmretError(f"port {port} is in use: pass another one, e.g. --port {port + 1}") from e
+            raise MllmretError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e

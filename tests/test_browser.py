@@ -1,0 +1,215 @@
+"""The web page in real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright).
+
+Locally these tests skip when Chromium or Playwright is missing; in CI (CI=true) they fail instead.
+Each step saves a screenshot under $MLLMRET_ARTIFACTS (default: artifacts/) in browser/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from web_fixtures import IMG_TAG, SCRIPT_TAG, build_library
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(os.environ.get("MLLMRET_ARTIFACTS") or Path(__file__).resolve().parents[1] / "artifacts")
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason}; CI must run the browser tests (.ci/run installs chromium with apt)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A fresh Chromium profile per test module."""
+    if not CHROMIUM.exists():
+        _unavailable(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    try:
+        import uvicorn  # noqa: F401
+        from playwright.sync_api import sync_playwright
+    except ImportError as e:
+        _unavailable(f"{e.name} is not installed (pip install -e '.[web,dev]')")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"), executable_path=str(CHROMIUM), args=FLAGS,
+            headless=True, viewport={"width": 1280, "height": 860}, service_workers="block",
+        )
+        yield context
+        context.close()
+
+
+class Server:
+    """`create_app(db)` under uvicorn on 127.0.0.1, a free port, in a thread."""
+
+    def __init__(self, db: Path) -> None:
+        import uvicorn
+
+        from mllm_retrieval.web import create_app
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(db), log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.time() + 10
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.02)
+        assert self.server.started, "uvicorn did not start"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A tab that records dialogs and JavaScript errors; both must stay empty."""
+    tab = browser.new_page()
+    tab.events = {"dialogs": [], "errors": []}
+    tab.on("dialog", lambda d: (tab.events["dialogs"].append(d.message), d.dismiss()))
+    tab.on("pageerror", lambda e: tab.events["errors"].append(str(e)))
+    tab.on("console", lambda m: m.type == "error" and tab.events["errors"].append(m.text))
+    yield tab
+    tab.close()
+    assert tab.events == {"dialogs": [], "errors": []}
+
+
+def shot(page, name: str) -> None:
+    folder = ARTIFACTS / "browser"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.wait_for_function("() => [...document.images].every((im) => im.complete)")
+    page.screenshot(path=folder / f"{name}.png", full_page=True)
+
+
+def card(page, name: str):
+    return page.locator(".card", has=page.locator(".name", has_text=name))
+
+
+def chip(scope, word: str, exclude: bool = False):
+    label = scope.page.locator(".add", has_text=re.compile(f"^{re.escape(word)}$"))
+    chips = scope.locator(".chip", has=label)
+    return chips.first.locator(".exclude" if exclude else ".add")
+
+
+def cards(page, n: int) -> None:
+    page.wait_for_function(f"() => document.querySelectorAll('.card').length === {n}")
+
+
+def names(page) -> list[str]:
+    return page.locator(".card .name").all_inner_texts()
+
+
+def test_search_refine_with_chips_and_open_an_image(page, tmp_path):
+    db, _ = build_library(tmp_path)
+    with Server(db) as server:
+        page.goto(server.url)
+        page.wait_for_selector("#status:has-text('photos')")
+        shot(page, "01-home")
+
+        page.fill("#q", "tile")
+        page.press("#q", "Enter")
+        page.wait_for_selector(".card img")
+        assert sorted(names(page)) == ["blue.jpg", "green.png", "red.png", "split.png"]
+        assert page.url.endswith("/?q=tile")
+        shot(page, "02-results")  # waits for every image to load
+        assert page.locator(".card img").evaluate_all("ims => ims.every(im => im.naturalWidth > 0)")
+
+        chip(card(page, "split.png"), "green").click()  # ranks images with green tiles first
+        page.wait_for_function("() => document.querySelector('.card .matched').textContent.includes('green')")
+        assert page.input_value("#q") == "tile green" and page.url.endswith("/?q=tile+green")
+        assert sorted(names(page)[:2]) == ["green.png", "split.png"] and len(names(page)) == 4
+        split = card(page, "split.png")
+        assert split.locator(".box.best").count() == 1  # its best tile (a green one) on the thumbnail
+        assert "in" in chip(split, "green").locator("..").get_attribute("class").split()
+        shot(page, "03-refined")
+
+        chip(split, "red", exclude=True).click()  # -red drops every image with a red tile
+        cards(page, 2)
+        assert page.input_value("#q") == "tile green -red"
+        assert names(page) == ["green.png", "blue.jpg"]
+        shot(page, "04-excluded")
+
+        page.go_back()
+        cards(page, 4)
+        assert page.input_value("#q") == "tile green"
+
+        card(page, "green.png").locator(".thumb").click()
+        page.wait_for_selector("#view .tile")
+        assert "image=" in page.url and page.locator("#results").is_hidden()
+        assert page.locator("#view .tile").count() == 5 and page.locator("#view .box.part").count() == 4
+        page.wait_for_function("() => document.querySelector('#view .frame img').naturalWidth === 48")
+        assert page.locator("#view details pre").first.text_content().startswith("Tags: green")
+        shot(page, "05-image")
+
+        page.keyboard.press("Escape")
+        page.wait_for_selector("#view", state="hidden")
+        assert page.input_value("#q") == "tile green" and len(names(page)) == 4
+
+
+def test_captions_and_queries_are_shown_as_text(page, tmp_path):
+    db, _ = build_library(tmp_path)
+    with Server(db) as server:
+        page.goto(server.url)
+        page.fill("#q", f"{SCRIPT_TAG} evil")
+        page.press("#q", "Enter")
+        page.wait_for_selector(".card")
+        assert page.input_value("#q") == f"{SCRIPT_TAG} evil"
+        assert SCRIPT_TAG in page.locator("#status").inner_text()
+        assert SCRIPT_TAG in card(page, "blue.jpg").locator(".chips").inner_text()
+        shot(page, "06-hostile-query")
+
+        card(page, "blue.jpg").locator(".thumb").click()
+        page.wait_for_selector("#view .tile")
+        view = page.locator("#view")
+        assert IMG_TAG in view.locator(".text").all_inner_texts()[1]
+        page.locator("#view details").nth(1).locator("summary").click()
+        assert SCRIPT_TAG in view.locator("details pre").nth(1).inner_text()
+        assert page.evaluate("document.querySelectorAll('script:not([src]), img[src=\"x\"]').length") == 0
+        shot(page, "07-hostile-captions")
+
+
+def test_empty_state_names_the_command_to_run(page, tmp_path):
+    with Server(tmp_path / "none.db") as server:
+        page.goto(f"{server.url}/?q=cat")
+        page.wait_for_selector("#empty h2")
+        assert "mllmret caption ~/Pictures --db" in page.locator("#empty pre").inner_text()
+        shot(page, "00-empty")
+
+
+def test_more_results_load_on_scroll(page, tmp_path):
+    from fakes import FakeCaptioner
+    from PIL import Image
+
+    from mllm_retrieval.pipeline import caption_paths
+    from mllm_retrieval.prompts import load_prompt
+    from mllm_retrieval.store import Store
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(30):
+        Image.new("RGB", (40, 30), (200, 4 * i, 30)).save(folder / f"{i:02}.png")
+    with Store(tmp_path / "many.db") as store:
+        caption_paths(store, [folder], FakeCaptioner(), load_prompt(), grid="none", progress=False)
+    with Server(tmp_path / "many.db") as server:
+        page.goto(f"{server.url}/?q=red")
+        cards(page, 24)
+        assert page.locator("#status").inner_text().startswith("24+ images")
+        page.locator("#more").scroll_into_view_if_needed()
+        cards(page, 30)
+        assert page.locator("#status").inner_text().startswith("30 images")
+        assert page.locator("#more").is_hidden()
+        assert page.locator(".card .rank").all_inner_texts()[-1] == "#30"
