@@ -1,5 +1,6 @@
-"""Keyword search over photos, described by a multimodal LLM and indexed with BM25."""
+"""Keyword and semantic search over photos described by a multimodal LLM (BM25 + sentence embeddings)."""
 
+from .embedding import Embedder
 from .errors import MllmretError
 from .jsonl import export_jsonl, import_jsonl
 from .parsing import Parsed, parse_output
@@ -10,7 +11,7 @@ from .store import Store
 from .tiling import Box, grid_boxes
 
 __all__ = [
-    "Box", "MllmretError", "Parsed", "Prompt", "Result", "Searcher", "Store", "Summary",
+    "Box", "Embedder", "MllmretError", "Parsed", "Prompt", "Result", "Searcher", "Store", "Summary",
     "caption_paths", "export_jsonl", "grid_boxes", "import_jsonl", "load_prompt",
     "parse_output", "search",
 ]

@@ -192,18 +192,36 @@ def export(
     typer.echo(f"exported {n} captions", err=True)
 
 
+class SearchMode(str, Enum):
+    keyword = "keyword"
+    semantic = "semantic"
+    hybrid = "hybrid"
+
+
 @app.command()
 def search(
     query: Annotated[list[str], typer.Argument(
         help='Words to find. "a phrase" must match as written, +word must appear, -word must not.')],
     k: Annotated[int, typer.Option("-k", "--limit", min=1, help="How many results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    mode: Annotated[SearchMode, typer.Option(
+        envvar="MLLMRET_SEARCH_MODE",
+        help="keyword: BM25 only (fastest start); semantic: sentence-embedding similarity; hybrid: both, "
+        "fused (RRF); hybrid loads the embedding model, a few seconds per CLI call.")
+    ] = SearchMode.hybrid,
+    embedder: Annotated[str | None, typer.Option(
+        envvar="MLLMRET_EMBEDDER", help="sentence-transformers model folder or id for semantic/hybrid "
+        "[default: the packaged all-MiniLM-L6-v2].")] = None,
+    min_similarity: Annotated[float, typer.Option(
+        help="semantic/hybrid: leave out images less similar than this (cosine) unless a keyword matches; "
+        "-1 keeps every image (as `mllmret eval` ranks).")
+    ] = 0.2,
     run: RunOption = None,
     model: ModelFilter = None,
     engine: Annotated[str, typer.Option(help="sparse (fast, default) or rank-bm25 (reference).")] = "sparse",
     db: DbOption = None,
 ) -> None:
-    """Rank images by BM25 over their tags and captions, with the words and tile that matched."""
+    """Rank images by their tags and captions (BM25, meaning, or both), with the matched words and tile."""
     from .query import parse_query
     from .search import Searcher
 
@@ -214,7 +232,9 @@ def search(
     with _store(db) as store:
         if not store.stats()["captions"]:
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
-        results = Searcher(store, store.select_runs(run, model), engine).search(parsed, k)
+        searcher = Searcher(store, store.select_runs(run, model), engine, mode=mode.value, embedder=embedder,
+                            min_similarity=min_similarity, progress=True)
+        results = searcher.search(parsed, k)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
         return
@@ -222,13 +242,17 @@ def search(
         if as_json:
             typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
         else:
-            typer.echo(format_result(r))
+            typer.echo(format_result(r, via=mode is not SearchMode.keyword))
 
 
-def format_result(r) -> str:
-    """One result as a table row: rank, score, path, matched words, tile."""
+def format_result(r, via: bool = False) -> str:
+    """One result as a table row: rank, score, path, matched words, [how it matched,] tile."""
     where = r.tile_key if r.tile_key in (None, "full") else f"tile {r.tile_key}"
-    return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
+    if not via:
+        return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
+    sim = "" if r.similarity is None else f" {r.similarity:.2f}"
+    return (f"{r.rank:>3}  {r.score:7.4f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  "
+            f"{r.via}{sim}  {where or '-'}")
 
 
 @app.command("eval")
@@ -246,10 +270,17 @@ def eval_(
     per_model: Annotated[bool, typer.Option(help="Each model of a source is its own condition.")] = False,
     ablate: Annotated[bool, typer.Option(help="Add full-only, best-tile, tags-only, caption-only.")] = False,
     expand: Annotated[bool, typer.Option(help="Add a class names + synonyms condition.")] = False,
+    prf: Annotated[bool, typer.Option(help="Add a pseudo-relevance-feedback condition (BM25).")] = False,
+    modes: Annotated[str, typer.Option(help="Ranking modes, comma-separated: keyword,semantic,hybrid.")] = (
+        "keyword"),
+    embedder: Annotated[str | None, typer.Option(
+        help="sentence-transformers model for semantic/hybrid [default: the packaged all-MiniLM-L6-v2].")
+    ] = None,
     baseline: Annotated[str | None, typer.Option(help="clip: add a CLIP baseline (needs --images).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of the set's image files.")] = None,
     clip_model: Annotated[str | None, typer.Option(help="CLIP model for --baseline clip.")] = None,
-    device: Annotated[Device, typer.Option(help="Where the CLIP baseline runs.")] = Device.auto,
+    device: Annotated[Device, typer.Option(help="Where the CLIP baseline and the embedder run.")] = (
+        Device.auto),
     out: Annotated[Path, typer.Option(help="Folder for results.json and PR plots.")] = Path("eval/out"),
     results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -262,8 +293,9 @@ def eval_(
     result = run_eval(EvalConfig(
         dataset=dataset, data_dir=data_dir, annotations=annotations, captions=captions, voc_root=voc_root,
         voc_split=voc_split, sources=source or [], db=db, run=run, model=model, per_model=per_model,
-        ablate=ablate, expand=expand, baseline=baseline, images=images, clip_model=clip_model,
-        device=device.value, progress=not quiet, command=rep.command_line(ctx),
+        ablate=ablate, expand=expand, prf=prf, modes=modes.split(","), embedder=embedder, baseline=baseline,
+        images=images, clip_model=clip_model, device=device.value, progress=not quiet,
+        command=rep.command_line(ctx),
     ))
     typer.echo(rep.format_table(result))
     written = [rep.write_json(result, out / "results.json"), *rep.write_plots(result, out)]
@@ -309,23 +341,53 @@ def demo(
                      ] = None,
     db: Annotated[Path | None, typer.Option(help="Database [default: demo.db in the data dir].")
                   ] = None,
+    mode: Annotated[SearchMode, typer.Option(help="Search mode, as for `mllmret search`.")] = (
+        SearchMode.hybrid),
 ) -> None:
-    """Index the bundled sample photos (hand-written captions, no model needed) and search them."""
+    """Index the bundled sample photos (hand-written captions, no captioning model) and search them."""
     from .sample import QUERIES, load_sample, sample_images_dir
     from .search import Searcher
     from .store import Store
 
     path = db or config.data_dir() / "demo.db"
+    flag = "" if mode is SearchMode.hybrid else f" --mode {mode.value}"
     with Store(path) as store:
         s = load_sample(store)
         typer.echo(f"indexed {s.images} photos from {sample_images_dir()} into {path} "
                    f"({s.added} new captions)")
-        searcher = Searcher(store)
+        searcher = Searcher(store, mode=mode.value)
         for q in query or QUERIES:
-            typer.echo(f"\n$ mllmret search {q!r} --db {path}")
+            typer.echo(f"\n$ mllmret search {q!r}{flag} --db {path}")
             results = searcher.search(q, 3)
             for r in results:
-                typer.echo(format_result(r))
+                typer.echo(format_result(r, via=mode is not SearchMode.keyword))
             if not results:
                 typer.echo("no images match")
     typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(
+        help="Address to bind. Anything but 127.0.0.1/localhost lets other machines see your photos.")
+    ] = "127.0.0.1",
+    db: DbOption = None,
+) -> None:
+    """Search and refine in a local web page (and a JSON API under /api); needs the `web` extra."""
+    try:
+        import uvicorn
+
+        from .web import LOCAL_HOSTS, create_app, preflight
+    except ImportError as e:
+        raise _fail(f"the web page needs FastAPI and uvicorn ({e.name} is missing): "
+                    "pip install 'mllm-retrieval[web]'") from None
+    path = (db or config.db_path()).absolute()
+    preflight(path, host, port)
+    if host not in LOCAL_HOSTS:
+        typer.echo(f"Warning: listening on {host}: anyone who can reach this machine can search and "
+                   "view your photos (there is no login).", err=True)
+    state = "" if path.exists() else " (no database yet: the page says how to make one)"
+    typer.echo(f"Serving {path}{state}\nOpen http://{host}:{port}/ in a browser; Ctrl-C stops.", err=True)
+    app_ = create_app(path, allowed_hosts=None if host in LOCAL_HOSTS else ["*"])
+    uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -20,6 +20,7 @@ class Query:
     exclude: tuple[str, ...] = ()
     phrases: tuple[tuple[str, ...], ...] = ()
     excluded_phrases: tuple[tuple[str, ...], ...] = ()
+    text: str = ""  # the words and phrases as typed, without operators and excluded parts (for embedding)
 
     @property
     def ranking_terms(self) -> tuple[str, ...]:
@@ -41,11 +42,14 @@ def parse_query(text: str) -> Query:
     exclude: list[str] = []
     phrases: list[tuple[str, ...]] = []
     excluded_phrases: list[tuple[str, ...]] = []
+    positive: list[str] = []
     for m in _PART.finditer(text):
         if m.group(2) is not None:
             sign, tokens = m.group(1), tuple(tokenize(m.group(2)))
             if not tokens:
                 continue
+            if sign != "-":
+                positive.append(m.group(2).strip())
             if sign == "-":
                 (excluded_phrases if len(tokens) > 1 else exclude).append(
                     tokens if len(tokens) > 1 else tokens[0]
@@ -56,6 +60,8 @@ def parse_query(text: str) -> Query:
                 phrases.append(tokens)
             continue
         sign, tokens = m.group(3), tokenize(m.group(4))
+        if sign != "-" and tokens:
+            positive.append(m.group(4))
         target = must if sign == "+" else exclude if sign == "-" else terms
         target.extend(tokens)
     excluded = set(exclude)
@@ -65,6 +71,7 @@ def parse_query(text: str) -> Query:
         exclude=tuple(dict.fromkeys(exclude)),
         phrases=tuple(dict.fromkeys(phrases)),
         excluded_phrases=tuple(dict.fromkeys(excluded_phrases)),
+        text=" ".join(positive),
     )
 
 

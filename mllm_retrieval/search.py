@@ -1,20 +1,32 @@
-"""Search: BM25 over each image's text (all tiles), plus the matched words and the best tile."""
+"""Search: BM25 over each image's text, semantic similarity, or both fused; with matched words and best tile.
+
+Modes (`fusion.MODES`): keyword ranks by BM25; semantic by the cosine between the query's and each image's
+sentence embedding (index.semantic_index); hybrid fuses the two rankings with RRF (fusion.py). In every
+mode +word, -word and "phrase" filter exactly as in keyword search: both rankings only hold images that
+pass them, and every result is checked again against its stored text.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
+from . import fusion
+from .errors import MllmretError
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex, tile_tokens
 from .query import Query, contains_phrase, parse_query
 from .store import Store
 from .tiling import Box
 
+DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
+
 
 @dataclass(frozen=True)
 class Result:
-    """One ranked image."""
+    """One ranked image; `via` says whether it matched by keyword, by meaning, or both."""
 
     rank: int
     image_id: int
@@ -24,14 +36,26 @@ class Result:
     tile_key: str | None
     tile: Box | None
     external_id: str | None = None
+    via: str = "keyword"
+    bm25: float | None = None
+    similarity: float | None = None
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
         return {
             "rank": self.rank, "image_id": self.image_id, "score": round(self.score, 4),
             "path": self.path, "external_id": self.external_id, "matched": list(self.matched),
-            "tile": self.tile_key, "box": self.tile.as_list() if self.tile else None,
+            "tile": self.tile_key, "box": self.tile.as_list() if self.tile else None, "via": self.via,
+            "bm25": None if self.bm25 is None else round(self.bm25, 4),
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
         }
+
+
+def check_mode(mode: str) -> str:
+    """The mode, or a one-line error naming the choices."""
+    if mode not in fusion.MODES:
+        raise MllmretError(f"unknown search mode {mode!r}: use one of {', '.join(fusion.MODES)}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -44,20 +68,45 @@ class TileTokens:
 
 
 class Searcher:
-    """Answers queries from an index that follows the store (see index.store_index)."""
+    """Answers queries from indexes that follow the store (see index.store_index, index.semantic_index).
 
-    def __init__(self, store: Store, run_ids: list[int] | None = None,
-                 engine: str = DEFAULT_ENGINE, persist: bool = True) -> None:
+    `mode` is keyword, semantic or hybrid (see fusion.py); `embedder` an `embedding.Embedder`, a model
+    name or folder, or None for the packaged all-MiniLM-L6-v2; `min_similarity` leaves out images less
+    similar than that (cosine) from the semantic ranking (keyword matches stay). The semantic index and the
+    model load on the first query that needs them, so keyword search never imports sentence-transformers.
+    The library default stays keyword (callers keep BM25 semantics); `mllmret search` defaults to hybrid,
+    DEFAULT_MODE, which measured better on every evaluation set (eval/RESULTS.md)."""
+
+    def __init__(self, store: Store, run_ids: list[int] | None = None, engine: str = DEFAULT_ENGINE,
+                 persist: bool = True, mode: str = "keyword", embedder=None,
+                 min_similarity: float | None = None, progress: bool = False) -> None:
         self.store = store
         self.run_ids = run_ids
+        self.mode = check_mode(mode)
         self.index = StoreIndex(store, run_ids, engine, persist=persist)
+        self.persist, self.progress, self.min_similarity = persist, progress, min_similarity
+        self._embedder = embedder
+        self._semantic = None
 
-    def search(self, query: str | Query, k: int = 10) -> list[Result]:
-        """The top-k images for a query (see `query.parse_query` for the syntax)."""
+    @property
+    def semantic(self):
+        """The semantic index (created on first use)."""
+        if self._semantic is None:
+            from .index.semantic_index import SemanticIndex
+
+            self._semantic = SemanticIndex(self.store, self.run_ids, self._embedder, persist=self.persist,
+                                           progress=self.progress)
+        return self._semantic
+
+    def search(self, query: str | Query, k: int = 10, mode: str | None = None) -> list[Result]:
+        """The top-k images for a query (see `query.parse_query` for the syntax) in this or the given mode."""
         q = parse_query(query) if isinstance(query, str) else query
+        mode = check_mode(mode or self.mode)
         if q.empty or k <= 0:
             return []
-        must = tuple(dict.fromkeys([*q.must, *(t for p in q.phrases for t in p)]))
+        if mode != "keyword":
+            return self._fused(q, k, mode)
+        must = _must(q)
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
         while True:
             hits = self.index.search(q.ranking_terms, want, must, q.exclude)
@@ -66,8 +115,35 @@ class Searcher:
             if len(kept) >= k or len(hits) < want:
                 break
             want *= 4
-        return [self._result(rank, image_id, score, tiles.get(image_id, []), q)
+        return [self._result(rank, fusion.Fused(image_id, score, score, None), tiles.get(image_id, []), q)
                 for rank, (image_id, score) in enumerate(kept[:k], 1)]
+
+    def _fused(self, q: Query, k: int, mode: str) -> list[Result]:
+        """Semantic or hybrid: the whole filtered rankings are fused (RRF), as evaluation fuses them.
+
+        +words and -words filter inside both rankings (BM25 postings; the image ids holding them for the
+        semantic one). Phrases need each image's tokens, so they are checked on the fused order, best
+        first, until k results pass; ranks are those among images holding all the phrase's words."""
+        must = _must(q)
+        include = self.index.images_with(must) if must else None
+        exclude = self.index.images_with(q.exclude, every=False) if q.exclude else None
+        qvec = self.semantic.embedder.encode_query(q.text or " ".join(q.ranking_terms))
+        floor = -1.0 if self.min_similarity is None else self.min_similarity
+        meaning = self.semantic.scores(qvec, include, exclude, floor)
+        if mode == "hybrid":
+            keyword = self.index.scores(q.ranking_terms, must, q.exclude)
+        else:
+            keyword = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        want = k if not (q.phrases or q.excluded_phrases) else k * 4
+        while True:
+            fused = fusion.fuse(keyword, meaning, limit=want)
+            tiles = self._tiles([f.image_id for f in fused])
+            # every result is checked against its stored text (phrases; the indexes sync one by one)
+            kept = [f for f in fused if _passes(tiles.get(f.image_id, []), q)]
+            if len(kept) >= k or len(fused) < want:
+                break
+            want *= 4
+        return [self._result(rank, f, tiles.get(f.image_id, []), q) for rank, f in enumerate(kept[:k], 1)]
 
     def _tiles(self, image_ids: list[int]) -> dict[int, list[TileTokens]]:
         by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str]]] = {}
@@ -78,21 +154,39 @@ class Searcher:
             out.setdefault(image_id, []).append(TileTokens(key, box, tuple(tokens)))
         return out
 
-    def _result(self, rank: int, image_id: int, score: float, tiles: list[TileTokens], q: Query) -> Result:
-        image = self.store.image_row(image_id)
+    def _result(self, rank: int, hit: fusion.Fused, tiles: list[TileTokens], q: Query) -> Result:
+        image = self.store.image_row(hit.image_id)
         present = {t for tile in tiles for t in tile.tokens}
         matched = tuple(t for t in q.ranking_terms if t in present)
         avg = sum(len(t.tokens) for t in tiles) / max(len(tiles), 1)
         tile = best_tile(tiles, matched, self.index.idf, avg)
-        return Result(rank=rank, image_id=image_id, score=score, path=image["path"], matched=matched,
+        return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
-                      external_id=image["external_id"])
+                      external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),
+                      bm25=hit.bm25, similarity=hit.similarity)
 
 
 def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = None,
-           engine: str = DEFAULT_ENGINE) -> list[Result]:
+           engine: str = DEFAULT_ENGINE, mode: str = "keyword", embedder=None) -> list[Result]:
     """One-shot search."""
-    return Searcher(store, run_ids, engine).search(query, k)
+    return Searcher(store, run_ids, engine, mode=mode, embedder=embedder).search(query, k)
+
+
+def _via(by_keyword: bool, by_meaning: bool) -> str:
+    """keyword | meaning | both: the text holds a query word, and/or the semantic ranking holds the image."""
+    return "both" if by_keyword and by_meaning else "keyword" if by_keyword else "meaning"
+
+
+def _must(q: Query) -> tuple[str, ...]:
+    """Terms every result must hold: +words and the words of each phrase."""
+    return tuple(dict.fromkeys([*q.must, *(t for p in q.phrases for t in p)]))
+
+
+def _passes(tiles: list[TileTokens], q: Query) -> bool:
+    """The image's stored text has every +word, no -word, every phrase and no excluded phrase."""
+    present = {t for tile in tiles for t in tile.tokens}
+    return (all(t in present for t in _must(q)) and not any(t in present for t in q.exclude)
+            and _phrases_ok(tiles, q))
 
 
 def _phrases_ok(tiles: list[TileTokens], q: Query) -> bool:

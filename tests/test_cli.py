@@ -36,7 +36,8 @@ def test_caption_search_export_import_on_real_photos(coco_images, tiny_llava, tm
         raws = [r[0] for r in conn.execute("SELECT raw FROM captions")]
     from mllm_retrieval.text import tokenize
     word = next(t for raw in raws for t in tokenize(raw) if t.isalpha())
-    hits = [json.loads(line) for line in mllmret("search", word, "--json", "--db", db).stdout.splitlines()]
+    hits = [json.loads(line) for line in
+            mllmret("search", word, "--mode", "keyword", "--json", "--db", db).stdout.splitlines()]
     assert hits and word in hits[0]["matched"] and Path(hits[0]["path"]).parent == coco_images
 
     first = tmp_path / "first.jsonl"
@@ -55,7 +56,7 @@ def test_search_output_and_no_hits(tmp_path):
     out = mllmret("search", "cat", "--db", db).stdout
     assert out.splitlines()[0].split()[:3][0] == "1" and "chelsea.png" in out
     assert "[cat]" in out
-    r = mllmret("search", "giraffe", "--db", db)
+    r = mllmret("search", "giraffe", "--mode", "keyword", "--db", db)
     assert r.stdout == "" and "no images match 'giraffe'" in r.stderr
     r = mllmret("search", "space", "shuttle", "-k", "1", "--json", "--db", db)
     [hit] = [json.loads(line) for line in r.stdout.splitlines()]

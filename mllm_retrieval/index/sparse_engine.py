@@ -136,38 +136,47 @@ class SparseEngine:
         self._idf = idf
         return idf
 
+    def docs_with(self, term: str) -> np.ndarray:
+        """Live documents that hold a term."""
+        tid = self.vocab.get(term)
+        return np.zeros(0, dtype=np.int32) if tid is None else self._postings(tid)[0]
+
     def idf(self, term: str) -> float:
         """The idf used for a term (0 when absent)."""
         tid = self.vocab.get(term)
         return float(self._idfs()[tid]) if tid is not None else 0.0
 
-    def score_all(self, terms: Sequence[str]) -> np.ndarray:
-        """BM25 score of every document (by id); -inf where no term matches or the doc was removed."""
-        scores, hit = self._accumulate(terms)
+    def score_all(self, terms: Sequence[str], weights: Sequence[float] | None = None) -> np.ndarray:
+        """BM25 score of every document (by id); -inf where no term matches or the doc was removed.
+
+        `weights` scale each term's contribution (query expansion); default 1."""
+        scores, hit = self._accumulate(terms, weights)
         scores[~hit] = -np.inf
         return scores
 
-    def _accumulate(self, terms: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _accumulate(self, terms: Sequence[str], weights: Sequence[float] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
         idf = self._idfs()
         live = self.alive
         avgdl = float(self.doc_len[live].sum() / live.sum()) if live.any() else 1.0
         scores = np.zeros(len(self.doc_len), dtype=np.float64)
         hit = np.zeros(len(self.doc_len), dtype=bool)
-        for term in terms:
+        for n, term in enumerate(terms):
             tid = self.vocab.get(term)
             if tid is None:
                 continue
             docs, tfs = self._postings(tid)
             norm = K1 * (1 - B + B * self.doc_len[docs] / (avgdl or 1.0))
-            scores[docs] += idf[tid] * (tfs * (K1 + 1) / (tfs + norm))
+            w = 1.0 if weights is None else weights[n]
+            scores[docs] += w * idf[tid] * (tfs * (K1 + 1) / (tfs + norm))
             hit[docs] = True
         return scores, hit
 
-    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
-        """Top-k by BM25Okapi among live docs holding a term, all `must` and no `exclude` terms."""
-        if k <= 0 or not self.alive.any():
-            return []
+    def candidates(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = ()
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(doc ids, BM25 scores) of every live doc holding a term, all `must` and no `exclude` terms."""
+        if not self.alive.any():
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
         scores, hit = self._accumulate(terms)
         for term in must:
             tid = self.vocab.get(term)
@@ -180,12 +189,20 @@ class SparseEngine:
             if tid is not None:
                 hit[self._postings(tid)[0]] = False
         cand = np.flatnonzero(hit)
+        return cand, scores[cand]
+
+    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
+               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
+        """Top-k by BM25Okapi among live docs holding a term, all `must` and no `exclude` terms."""
+        if k <= 0:
+            return []
+        cand, s = self.candidates(terms, must, exclude)
         if len(cand) > k:
-            s = scores[cand]
             kth = np.partition(-s, k - 1)[k - 1]
-            cand = cand[-s <= kth]  # keeps every doc tied with the k-th score
-        order = np.lexsort((cand, -scores[cand]))[:k]
-        return [(int(d), float(scores[d])) for d in cand[order]]
+            keep = -s <= kth  # keeps every doc tied with the k-th score
+            cand, s = cand[keep], s[keep]
+        order = np.lexsort((cand, -s))[:k]
+        return [(int(d), float(x)) for d, x in zip(cand[order], s[order], strict=True)]
 
     # persistence
     def save(self, path: str | os.PathLike, extra: dict[str, np.ndarray] | None = None) -> None:

@@ -124,6 +124,36 @@ class StoreIndex:
         hits = self.engine.search(terms, k, must, exclude)
         return [(self.image_of[d], s) for d, s in hits]
 
+    def scores(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = ()
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(image ids, BM25 scores) of every image that matches, unordered, after catching up."""
+        self.sync()
+        if isinstance(self.engine, SparseEngine):
+            docs, scores = self.engine.candidates(terms, must, exclude)
+        else:
+            hits = self.engine.search(terms, len(self.image_of), must, exclude)
+            docs = np.asarray([d for d, _ in hits], dtype=np.int64)
+            scores = np.asarray([s for _, s in hits], dtype=np.float64)
+        return self._images()[docs], scores
+
+    def images_with(self, terms: Sequence[str], every: bool = True) -> np.ndarray:
+        """Image ids whose text holds every one (or, with every=False, any one) of the terms."""
+        self.sync()
+        found = None
+        for term in dict.fromkeys(terms):
+            docs = np.asarray(self.engine.docs_with(term), dtype=np.int64)
+            found = docs if found is None else (np.intersect1d if every else np.union1d)(found, docs)
+        if found is None:
+            return np.zeros(0, dtype=np.int64)
+        return self._images()[found]
+
+    def _images(self) -> np.ndarray:
+        """image_of as an array (cached until it changes: it only grows, or is replaced)."""
+        cached = getattr(self, "_image_cache", None)
+        if cached is None or cached[0] is not self.image_of or len(cached[1]) != len(self.image_of):
+            cached = self._image_cache = (self.image_of, np.asarray(self.image_of, dtype=np.int64))
+        return cached[1]
+
     def idf(self, term: str) -> float:
         """The engine's idf for a term."""
         return self.engine.idf(term) if self.engine else 0.0

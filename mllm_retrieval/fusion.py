@@ -1,0 +1,127 @@
+"""Hybrid ranking: reciprocal rank fusion (RRF) of the keyword (BM25) and the semantic (cosine) ranking.
+
+An image's fused score is sum over rankings of weight / (RRF_K + rank), rank 1 being the best; an image a
+ranking does not hold adds nothing to it. Tied scores share the best rank of their block, so the fused
+order never depends on input order. RRF needs no score calibration (BM25 is unbounded and query
+dependent, cosine is not), which is why it was chosen over score blending; the constants were chosen on
+../shared/data (see eval/README.md, "Hybrid ranking") and are to be checked on unseen data.
+
+Filters (+word, -word, "phrase") are not fusion's business: each ranking only ever holds images that pass
+them (see search.Searcher), so every mode keeps keyword semantics exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MODES = ("keyword", "semantic", "hybrid")
+RRF_K = 60
+WEIGHTS = (1.0, 1.0)  # keyword, semantic
+
+
+@dataclass(frozen=True)
+class Fused:
+    """One image of a fused ranking, with what each ranking said about it."""
+
+    image_id: int
+    score: float
+    bm25: float | None
+    similarity: float | None
+
+    @property
+    def via(self) -> str:
+        """keyword | meaning | both: which ranking(s) hold the image."""
+        if self.bm25 is not None and self.similarity is not None:
+            return "both"
+        return "keyword" if self.bm25 is not None else "meaning"
+
+
+def competition_ranks(scores: np.ndarray) -> np.ndarray:
+    """1 + the number of strictly higher scores ("1224" ranking); 0 where the score is -inf or nan."""
+    scores = np.asarray(scores, dtype=np.float64)
+    ranked = np.isfinite(scores)
+    out = np.zeros(len(scores), dtype=np.int64)
+    desc = -np.sort(scores[ranked])[::-1]  # ascending negated scores
+    out[ranked] = 1 + np.searchsorted(desc, -scores[ranked], side="left")
+    return out
+
+
+def rrf_scores(rankings: Sequence[np.ndarray], k: float = RRF_K,
+               weights: Sequence[float] = WEIGHTS) -> np.ndarray:
+    """Fused score of each item over score vectors of equal length (-inf: not in that ranking).
+
+    Items that no ranking holds get -inf."""
+    out = np.zeros(len(rankings[0]), dtype=np.float64)
+    held = np.zeros(len(rankings[0]), dtype=bool)
+    for scores, w in zip(rankings, weights, strict=False):
+        ranks = competition_ranks(scores)
+        inside = ranks > 0
+        out[inside] += w / (k + ranks[inside])
+        held |= inside
+    out[~held] = -np.inf
+    return out
+
+
+def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray],
+         limit: int | None = None, k: float = RRF_K, weights: Sequence[float] = WEIGHTS) -> list[Fused]:
+    """RRF of two whole rankings, each given as (image ids, scores) in any order; best first, ties by id.
+
+    Each ranking holds every image that passes the query's filters (not a top-n), so the fused order is
+    exactly the one `rrf_scores` gives in evaluation. Only the images that can reach the top `limit` are
+    scored: every keyword match, and the best `limit` of the images only the semantic ranking holds
+    (their fused score falls with their semantic rank)."""
+    kw_ids, kw_s = np.asarray(keyword[0], dtype=np.int64), np.asarray(keyword[1], dtype=np.float64)
+    sem_ids, sem_s = np.asarray(semantic[0], dtype=np.int64), np.asarray(semantic[1])
+    w_kw, w_sem = weights
+    neg_sorted = np.sort(-sem_s)
+
+    def sem_rank(values: np.ndarray) -> np.ndarray:  # 1 + how many semantic scores are higher
+        return 1 + np.searchsorted(neg_sorted, -values, side="left")
+
+    pos = _positions(sem_ids, kw_ids)
+    found = pos >= 0
+    kw_score = w_kw / (k + competition_ranks(kw_s))
+    kw_score[found] += w_sem / (k + sem_rank(sem_s[pos[found]]))
+    others = np.ones(len(sem_ids), dtype=bool)
+    others[pos[found]] = False
+    cand = np.flatnonzero(others)
+    if limit is not None and len(cand) > limit:
+        s = sem_s[cand]
+        kth = np.partition(-s, limit - 1)[limit - 1]
+        cand = cand[-s <= kth]  # every image tied with the limit-th one: ties go by id below
+    ids = np.concatenate([kw_ids, sem_ids[cand]])
+    scores = np.concatenate([kw_score, w_sem / (k + sem_rank(sem_s[cand]))])
+    sims = np.concatenate([np.where(found, sem_s[np.maximum(pos, 0)] if len(sem_s) else 0.0, np.nan),
+                           sem_s[cand]])
+    out = []
+    for t in _best(scores, ids, limit):
+        bm25 = float(kw_s[t]) if t < len(kw_ids) else None
+        sim = None if np.isnan(sims[t]) else float(sims[t])
+        out.append(Fused(int(ids[t]), float(scores[t]), bm25, sim))
+    return out
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Index in `ids` (unique) of each wanted id; -1 where absent."""
+    if not len(ids) or not len(wanted):
+        return np.full(len(wanted), -1, dtype=np.int64)
+    low, top = int(min(ids.min(), wanted.min())), int(max(ids.max(), wanted.max()))
+    if low >= 0 and top < 8 * (len(ids) + len(wanted)) + 4096:  # database ids are dense: a lookup table
+        table = np.full(top + 1, -1, dtype=np.int64)
+        table[ids] = np.arange(len(ids))
+        return table[wanted]
+    order = np.argsort(ids, kind="stable")
+    at = np.minimum(np.searchsorted(ids[order], wanted), len(ids) - 1)
+    return np.where(ids[order][at] == wanted, order[at], -1)
+
+
+def _best(scores: np.ndarray, ids: np.ndarray, limit: int | None) -> np.ndarray:
+    """Positions of the `limit` best scores (all when None), best first, ties by smaller id."""
+    cand = np.arange(len(scores))
+    if limit is not None and limit < len(scores):
+        kth = np.partition(-scores, limit - 1)[limit - 1]
+        cand = cand[-scores <= kth]
+    return cand[np.lexsort((ids[cand], -scores[cand]))][:limit]
