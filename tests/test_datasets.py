@@ -311,4 +311,4 @@ def test_default_data_root(monkeypatch, tmp_path):
     assert default_data_root() == tmp_path
     monkeypatch.delenv("MLLMRET_EVAL_DATA")
     root = default_data_root()
-    assert root is None or (root.is_dir() and root == SHARED.resolve())
+    assert root is None or (root.is_dir() and root.resolve() == SHARED.resolve())
