@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tiny_models import CHAT_TEMPLATE, CORPUS
+from tiny_models import CHAT_TEMPLATE, CORPUS, tiny_llama_config
 
 QWEN_SPECIALS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -185,7 +185,6 @@ def build_tiny_idefics3(out: Path, seed: int = 0) -> Path:
         Idefics3ForConditionalGeneration,
         Idefics3ImageProcessorPil,
         Idefics3Processor,
-        LlamaConfig,
         PreTrainedTokenizerFast,
     )
 
@@ -195,12 +194,7 @@ def build_tiny_idefics3(out: Path, seed: int = 0) -> Path:
         extra_special_tokens={"image_token": "<image>"},
     )
     image_size, patch_size, scale_factor = 32, 8, 2
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    text = tiny_llama_config(tokenizer)
     config = Idefics3Config(
         vision_config={
             "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -228,7 +222,6 @@ def build_tiny_llava_next(out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import (
         CLIPVisionConfig,
-        LlamaConfig,
         LlavaNextConfig,
         LlavaNextForConditionalGeneration,
         LlavaNextImageProcessorPil,
@@ -246,12 +239,7 @@ def build_tiny_llava_next(out: Path, seed: int = 0) -> Path:
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
         image_size=image_size, patch_size=patch_size, projection_dim=32,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    text = tiny_llama_config(tokenizer)
     config = LlavaNextConfig(
         vision_config=vision, text_config=text, image_grid_pinpoints=pinpoints,
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
