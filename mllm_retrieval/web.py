@@ -3,6 +3,7 @@
 SQLite connections stay on the thread that opened them, so every database call runs on one worker
 thread (`Library`); thumbnails are made on the server's thread pool and cached in the data dir.
 Images are served only by their id in the database, from a file that was indexed and is unchanged.
+Search runs in any of the CLI's modes (keyword, semantic, hybrid); the server's default is `serve --mode`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,8 +29,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import config
 from .details import card_info, image_detail, indexed_file, library_summary
+from .embedding import EmbedderError
 from .errors import ImageError, MllmretError
 from .query import parse_query
+from .search import DEFAULT_MODE, Searcher, check_mode
 from .store import Store
 from .thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, thumbnail
 
@@ -43,6 +46,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 IMAGE_CACHE = "private, max-age=86400"  # an image id keeps its sha256 for good
+MIN_SIMILARITY = 0.2  # semantic/hybrid leave out less similar images, as `mllmret search` does by default
+Mode = Literal["keyword", "semantic", "hybrid"]  # fusion.MODES
 
 
 class SearchResult(BaseModel):
@@ -62,12 +67,17 @@ class SearchResult(BaseModel):
     tags: list[str]
     thumbnail: str | None
     url: str
+    via: str  # keyword | meaning | both
+    bm25: float | None
+    similarity: float | None
 
 
 class SearchPage(BaseModel):
     """A page of results; `empty` names why there are none (no_database, no_captions, no_words)."""
 
     query: str
+    mode: str
+    default_mode: str
     k: int
     offset: int
     results: list[SearchResult]
@@ -78,10 +88,12 @@ class SearchPage(BaseModel):
 
 
 class Library:
-    """The database, used from one worker thread; opened once it exists."""
+    """The database, used from one worker thread; opened once it exists. One Searcher answers every mode
+    (the mode is per query), so the BM25 index and the embedding model load once, not once per mode."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, mode: str = DEFAULT_MODE, embedder=None) -> None:
         self.path = path
+        self.mode, self.embedder = mode, embedder
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="mllmret-db")
         self.store: Store | None = None
         self.searcher = None
@@ -107,8 +119,9 @@ class Library:
         return f"mllmret caption ~/Pictures{db}"
 
 
-def _search(lib: Library, q: str, k: int, offset: int) -> dict[str, Any]:
-    page: dict[str, Any] = {"query": q, "k": k, "offset": offset, "results": [], "has_more": False}
+def _search(lib: Library, q: str, k: int, offset: int, mode: str) -> dict[str, Any]:
+    page: dict[str, Any] = {"query": q, "mode": mode, "default_mode": lib.mode, "k": k, "offset": offset,
+                            "results": [], "has_more": False}
     store = lib.open()
     if store is None or not library_summary(store)["captions"]:
         where = "no database yet" if store is None else "no captions yet"
@@ -118,10 +131,11 @@ def _search(lib: Library, q: str, k: int, offset: int) -> dict[str, Any]:
         return {**page, "empty": "no_words",
                 "message": "type at least one word to look for (-word only excludes)"}
     if lib.searcher is None:
-        from .search import Searcher
-
-        lib.searcher = Searcher(store, None)
-    results = lib.searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1))
+        lib.searcher = Searcher(store, None, mode=lib.mode, embedder=lib.embedder,
+                                min_similarity=MIN_SIMILARITY)
+    if mode != "keyword":
+        _load_embedder(lib.searcher)
+    results = lib.searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
     shown = results[offset:offset + k]
     info = card_info(store, [r.image_id for r in shown])
     for r in shown:
@@ -133,6 +147,17 @@ def _search(lib: Library, q: str, k: int, offset: int) -> dict[str, Any]:
         })
     page["has_more"] = len(results) > offset + k and offset + k < MAX_RESULTS
     return page
+
+
+def _load_embedder(searcher) -> None:
+    """Load the embedding model now, so that whatever goes wrong becomes one line (an EmbedderError)."""
+    try:
+        getattr(searcher.semantic.embedder, "model", None)
+    except MllmretError:
+        raise
+    except Exception as e:  # a damaged model folder can fail in many ways
+        first = (str(e).splitlines() or [""])[0][:300]
+        raise EmbedderError(f"cannot load the embedder: {type(e).__name__}: {first}") from None
 
 
 def _detail(lib: Library, image_id: int) -> dict[str, Any] | None:
@@ -164,9 +189,12 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None) -> FastAPI:
-    """The web app for one database (created by `mllmret caption` or `import`; may not exist yet)."""
-    lib = Library(Path(db_path) if db_path else config.db_path())
+def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None,
+               mode: str = DEFAULT_MODE, embedder=None) -> FastAPI:
+    """The web app for one database (created by `mllmret caption` or `import`; may not exist yet).
+
+    `mode` is the search mode when a request names none; `embedder` as for `search.Searcher`."""
+    lib = Library(Path(db_path) if db_path else config.db_path(), check_mode(mode), embedder)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -196,7 +224,10 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
 
     @app.exception_handler(MllmretError)
     async def library_error(_request: Request, exc: MllmretError) -> JSONResponse:
-        return _error(500, str(exc))
+        message = " ".join(str(exc).splitlines())
+        if isinstance(exc, EmbedderError):
+            message += "; keyword search still works (mode=keyword)"
+        return _error(500, message)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -206,12 +237,12 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
 
     @app.get("/api/library")
     async def library() -> dict[str, Any]:
-        """Counts of searchable images, captions and runs, and the command that adds photos."""
+        """Counts of images, captions and runs; the command that adds photos; the default search mode."""
         def summary(lib: Library) -> dict[str, Any]:
             store = lib.open()
             counts = library_summary(store) if store else {"database": str(lib.path), "images": 0,
                                                              "captions": 0, "runs": 0}
-            return {**counts, "exists": store is not None, "hint": lib.hint()}
+            return {**counts, "exists": store is not None, "hint": lib.hint(), "mode": lib.mode}
         return await lib.run(summary)
 
     @app.get("/api/search", response_model=SearchPage)
@@ -219,9 +250,11 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
         q: str = Query("", max_length=2000, description='Words; "a phrase", +must, -exclude.'),
         k: int = Query(24, ge=1, le=100, description="Results per page."),
         offset: int = Query(0, ge=0, le=MAX_RESULTS, description="Results to skip (pagination)."),
+        mode: Annotated[Mode | None, Query(description="keyword (BM25), semantic (meaning) or hybrid (both, "
+                                           "fused); default: the server's (`serve --mode`).")] = None,
     ) -> dict[str, Any]:
-        """Rank images by BM25 over their tags and captions; each with matched words, best tile, tags."""
-        return await lib.run(_search, q, k, offset)
+        """Rank images by their tags and captions; each with matched words or similarity, best tile, tags."""
+        return await lib.run(_search, q, k, offset, mode or lib.mode)
 
     @app.get("/api/images/{image_id}")
     async def image(image_id: str) -> dict[str, Any]:

@@ -48,9 +48,10 @@ def browser(tmp_path_factory):
 
 
 class Server:
-    """`create_app(db)` under uvicorn on 127.0.0.1, a free port, in a thread."""
+    """`create_app(db)` under uvicorn on 127.0.0.1, a free port, in a thread; keyword search by default
+    (the steps that check BM25 ranks), unless a test names another mode and an embedder."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, mode: str = "keyword", embedder: str | None = None) -> None:
         import uvicorn
 
         from mllm_retrieval.web import create_app
@@ -58,7 +59,8 @@ class Server:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(create_app(db), log_level="warning"))
+        app = create_app(db, mode=mode, embedder=embedder)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> Server:
@@ -129,7 +131,8 @@ def test_search_refine_with_chips_and_open_an_image(page, tmp_path):
         assert page.locator(".card img").evaluate_all("ims => ims.every(im => im.naturalWidth > 0)")
 
         chip(card(page, "split.png"), "green").click()  # ranks images with green tiles first
-        page.wait_for_function("() => document.querySelector('.card .matched').textContent.includes('green')")
+        first_matched = "document.querySelector('.card .matched')?.textContent"
+        page.wait_for_function(f"() => {first_matched}.includes('green')")
         assert page.input_value("#q") == "tile green" and page.url.endswith("/?q=tile+green")
         assert sorted(names(page)[:2]) == ["green.png", "split.png"] and len(names(page)) == 4
         split = card(page, "split.png")
@@ -158,6 +161,44 @@ def test_search_refine_with_chips_and_open_an_image(page, tmp_path):
         page.keyboard.press("Escape")
         page.wait_for_selector("#view", state="hidden")
         assert page.input_value("#q") == "tile green" and len(names(page)) == 4
+
+
+def test_switching_the_search_mode(page, tmp_path):
+    from tiny_embedder import build_tiny_sentence_transformer
+
+    db, _ = build_library(tmp_path)
+    model = build_tiny_sentence_transformer(tmp_path / "tiny-st")  # random: every text is "similar"
+    with Server(db, mode="hybrid", embedder=str(model)) as server:
+        page.goto(f"{server.url}/?q=red")
+        cards(page, 5)  # red.png and split.png hold the word; the others come by meaning only
+        assert page.input_value("#mode") == "hybrid"
+        assert sorted(names(page)[:2]) == ["red.png", "split.png"]
+        assert card(page, "red.png").locator(".matched").inner_text().startswith("matched red · tile")
+        assert re.fullmatch(r"by meaning 0\.\d\d", card(page, "green.png").locator(".matched").inner_text())
+        shot(page, "08-mode-hybrid")
+
+        page.select_option("#mode", "keyword")
+        cards(page, 2)
+        assert page.url.endswith("/?q=red&mode=keyword") and sorted(names(page)) == ["red.png", "split.png"]
+        assert "mode=keyword" in card(page, "red.png").locator(".thumb").get_attribute("href")
+        chip(card(page, "split.png"), "green").click()  # refining keeps the mode
+        cards(page, 3)
+        assert page.url.endswith("/?q=red+green&mode=keyword")
+        assert page.locator(".by-meaning").count() == 0
+        shot(page, "09-mode-keyword")
+
+        page.select_option("#mode", "semantic")
+        cards(page, 5)
+        assert page.url.endswith("/?q=red+green&mode=semantic")
+        assert page.locator(".by-meaning").count() == 2  # blue.jpg and the external image
+        shot(page, "10-mode-meaning")
+
+        page.go_back()
+        cards(page, 3)
+        assert page.input_value("#mode") == "keyword" and page.url.endswith("&mode=keyword")
+        page.select_option("#mode", "hybrid")  # the server's default: left out of the URL
+        cards(page, 5)
+        assert page.url.endswith("/?q=red+green") and page.input_value("#q") == "red green"
 
 
 def test_captions_and_queries_are_shown_as_text(page, tmp_path):

@@ -3,6 +3,8 @@
 import io
 import json
 import os
+import re
+import shutil
 import socket
 from collections import Counter
 
@@ -18,7 +20,10 @@ from web_fixtures import IMG_TAG, SCRIPT_TAG, build_library  # noqa: E402
 
 from mllm_retrieval import config  # noqa: E402
 from mllm_retrieval.cli import app as cli  # noqa: E402
+from mllm_retrieval.errors import MllmretError  # noqa: E402
+from mllm_retrieval.fusion import MODES  # noqa: E402
 from mllm_retrieval.jsonl import import_jsonl  # noqa: E402
+from mllm_retrieval.search import DEFAULT_MODE  # noqa: E402
 from mllm_retrieval.store import Store  # noqa: E402
 from mllm_retrieval.text import tokenize  # noqa: E402
 from mllm_retrieval.web import create_app  # noqa: E402
@@ -31,8 +36,24 @@ def shared_library(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def shared_client(shared_library):
-    """For tests that only read."""
-    with TestClient(create_app(shared_library[0]), base_url="http://127.0.0.1") as c:
+    """For tests that only read; BM25 only unless a request names another mode."""
+    with TestClient(create_app(shared_library[0], mode="keyword"), base_url="http://127.0.0.1") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tiny_st(tmp_path_factory):
+    """A tiny random sentence-transformers model: every text is "similar" (cosine about 0.8), which is
+    enough to see meaning-only hits and the filters; what is near what is tested in test_fusion.py."""
+    from tiny_embedder import build_tiny_sentence_transformer
+
+    return build_tiny_sentence_transformer(tmp_path_factory.mktemp("tiny-st"))
+
+
+@pytest.fixture(scope="module")
+def hybrid_client(shared_library, tiny_st):
+    """The server's default mode (hybrid), with the tiny embedder."""
+    with TestClient(create_app(shared_library[0], embedder=str(tiny_st)), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -44,7 +65,7 @@ def library(tmp_path):
 @pytest.fixture
 def client(library):
     """For tests that change the library."""
-    with TestClient(create_app(library[0]), base_url="http://127.0.0.1") as c:
+    with TestClient(create_app(library[0], mode="keyword"), base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -153,7 +174,7 @@ def test_hostile_text_stays_data(shared_client):
 
 def test_empty_states_then_the_library_appears(tmp_path):
     db = tmp_path / "later.db"
-    with TestClient(create_app(db), base_url="http://localhost") as c:
+    with TestClient(create_app(db, mode="keyword"), base_url="http://localhost") as c:
         page = c.get("/api/search", params={"q": "red"}).json()
         assert page["empty"] == "no_database" and "mllmret caption" in page["hint"]
         assert str(db) in page["hint"] and not db.exists()  # serving never creates a database
@@ -177,10 +198,79 @@ def test_new_captions_show_up_without_a_restart(client, library, tmp_path):
 
 
 @pytest.mark.parametrize("params", [{"q": "red", "k": 0}, {"q": "red", "k": "many"}, {"q": "x" * 3000},
-                                    {"q": "red", "offset": -1}])
+                                    {"q": "red", "offset": -1}, {"q": "red", "mode": "fuzzy"},
+                                    {"q": "red", "mode": "Hybrid"}, {"q": "red", "mode": ""}])
 def test_bad_parameters_are_400_json(shared_client, params):
     r = shared_client.get("/api/search", params=params)
     assert r.status_code == 400 and r.json()["error"].startswith("bad request")
+    if "mode" in params:
+        assert "bad request (mode: Input should be 'keyword', 'semantic' or 'hybrid')" == r.json()["error"]
+
+
+def name(hit: dict) -> str:
+    return os.path.basename(hit["path"])
+
+
+def test_hybrid_is_the_default_and_meaning_only_hits_say_so(hybrid_client):
+    client = hybrid_client
+    assert client.get("/api/library").json()["mode"] == DEFAULT_MODE == "hybrid"
+    page = client.get("/api/search", params={"q": "red"}).json()
+    assert page["mode"] == page["default_mode"] == "hybrid"
+    hits = page["results"]
+    assert sorted(map(name, hits[:2])) == ["red.png", "split.png"]  # in both rankings: first
+    for hit in hits[:2]:
+        assert hit["via"] == "both" and hit["matched"] == ["red"] and hit["bm25"] > 0 and hit["similarity"]
+    meaning = hits[2:]
+    assert sorted(map(name, meaning)) == ["blue.jpg", "green.png", "passwd"]
+    for hit in meaning:
+        assert hit["via"] == "meaning" and hit["matched"] == [] and hit["bm25"] is None
+        assert hit["similarity"] >= 0.2 and hit["tile"] is None and hit["tags"]
+
+    keyword = client.get("/api/search", params={"q": "red", "mode": "keyword"}).json()
+    assert keyword["mode"] == "keyword" and keyword["default_mode"] == "hybrid"
+    assert [(name(h), h["via"], h["similarity"]) for h in keyword["results"]] == [
+        ("red.png", "keyword", None), ("split.png", "keyword", None)]
+    semantic = client.get("/api/search", params={"q": "red", "mode": "semantic"}).json()["results"]
+    assert sorted(map(name, semantic)) == sorted(map(name, hits))
+    assert all(h["bm25"] is None and h["via"] == ("both" if h["matched"] else "meaning") for h in semantic)
+    pages = [client.get("/api/search", params={"q": "red", "k": 3, "offset": o}).json() for o in (0, 3)]
+    assert [h["image_id"] for p in pages for h in p["results"]] == [h["image_id"] for h in hits]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_minus_word_and_phrases_filter_in_every_mode(hybrid_client, mode):
+    def names(q: str) -> list[str]:
+        page = hybrid_client.get("/api/search", params={"q": q, "mode": mode}).json()
+        return sorted(map(name, page["results"]))
+
+    kept = names("tile -red")
+    assert "red.png" not in kept and "split.png" not in kept and {"green.png", "blue.jpg"} <= set(kept)
+    assert names('"green tile"') == ["green.png", "split.png"]
+    assert names("+blue tile") == ["blue.jpg"]
+
+
+def test_an_embedder_that_cannot_load_is_one_line_of_json(shared_library, tiny_st, tmp_path):
+    broken = shutil.copytree(tiny_st, tmp_path / "broken")
+    (broken / "model.safetensors").unlink()
+
+    class Exploding:
+        name = "exploding"
+
+        @property
+        def model(self):
+            raise RuntimeError("out of memory\n  a second line")
+
+    for embedder, says in [(str(broken), f"cannot load embedder '{broken}': "),
+                           (Exploding(), "cannot load the embedder: RuntimeError: out of memory")]:
+        with TestClient(create_app(shared_library[0], embedder=embedder), base_url="http://127.0.0.1") as c:
+            for mode in ({"mode": "hybrid"}, {"mode": "semantic"}, {}):
+                r = c.get("/api/search", params={"q": "red", **mode})
+                assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+                error = r.json()["error"]
+                assert error.startswith(says) and error.endswith("keyword search still works (mode=keyword)")
+                assert "\n" not in error and "Traceback" not in r.text
+            r = c.get("/api/search", params={"q": "red", "mode": "keyword"})
+            assert r.status_code == 200 and len(r.json()["results"]) == 2
 
 
 def test_openapi_schema_and_no_cdn_pages(shared_client):
@@ -188,6 +278,8 @@ def test_openapi_schema_and_no_cdn_pages(shared_client):
     schema = client.get("/api/openapi.json").json()
     paths = {"/api/search", "/api/images/{image_id}", "/api/images/{image_id}/thumbnail", "/api/library"}
     assert paths <= set(schema["paths"])
+    [mode] = [p for p in schema["paths"]["/api/search"]["get"]["parameters"] if p["name"] == "mode"]
+    assert mode["schema"]["anyOf"][0]["enum"] == list(MODES)
     assert client.get("/docs").status_code == 404
     for name in ("index.html", "app.js", "style.css"):
         text = client.get(f"/static/{name}").text
@@ -212,6 +304,35 @@ def test_serve_cli_help_and_one_line_errors(tmp_path):
     assert r.exit_code == 1 and "file is not a database" in r.stderr
 
 
+def test_serve_passes_mode_and_embedder_through(tmp_path, tiny_st, monkeypatch):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn, "run", lambda app_, **_: served.append(app_.state.library))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    runner, db = CliRunner(), str(tmp_path / "x.db")
+    help_ = runner.invoke(cli, ["serve", "--help"]).stdout
+    assert "--mode" in help_ and "--embedder" in help_ and "MLLMRET_SEARCH_MODE" in help_
+    r = runner.invoke(cli, ["serve", "--port", port, "--db", db])
+    assert r.exit_code == 0 and "hybrid search by default" in r.stderr
+    monkeypatch.setenv("MLLMRET_SEARCH_MODE", "keyword")
+    monkeypatch.setenv("MLLMRET_EMBEDDER", str(tiny_st))
+    assert runner.invoke(cli, ["serve", "--port", port, "--db", db]).exit_code == 0
+    assert runner.invoke(cli, ["serve", "--port", port, "--db", db, "--mode", "semantic"]).exit_code == 0
+    assert [(lib.mode, lib.embedder) for lib in served] == [
+        ("hybrid", None), ("keyword", str(tiny_st)), ("semantic", str(tiny_st))]
+
+    (tmp_path / "model.txt").write_text("not a model")
+    r = runner.invoke(cli, ["serve", "--port", port, "--db", db, "--embedder", str(tmp_path / "model.txt")])
+    assert r.exit_code == 1 and re.search("embedder .* is a file", r.stderr) and r.stderr.count("\n") == 1
+    assert runner.invoke(cli, ["serve", "--mode", "fuzzy"]).exit_code == 2
+    with pytest.raises(MllmretError, match="unknown search mode 'fuzzy'"):
+        create_app(db, mode="fuzzy")
+    assert len(served) == 3
+
+
 def test_a_library_made_by_mllmret_caption_with_a_tiny_model(photos, tiny_llava, tmp_path):
     db = tmp_path / "tiny.db"
     r = CliRunner().invoke(cli, ["caption", str(photos), "--model", str(tiny_llava), "--max-new-tokens", "8",
@@ -220,7 +341,7 @@ def test_a_library_made_by_mllmret_caption_with_a_tiny_model(photos, tiny_llava,
     with Store(db) as store:
         raw = store.db.execute("SELECT raw FROM captions").fetchone()[0]
     word = next(t for t in tokenize(raw) if t.isalpha())  # the tiny model writes noise: find a word of it
-    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+    with TestClient(create_app(db, mode="keyword"), base_url="http://127.0.0.1") as c:
         hit = c.get("/api/search", params={"q": word}).json()["results"][0]
         assert word in hit["matched"] and c.get(hit["thumbnail"]).status_code == 200
         assert c.get(hit["url"]).json()["tiles"][0]["captions"][0]["model"] == str(tiny_llava)
@@ -239,7 +360,7 @@ def test_a_library_of_imported_real_captions(tmp_path):
     db = tmp_path / "real.db"
     assert CliRunner().invoke(cli, ["import", str(tmp_path / "real.jsonl"), "--db", str(db)]).exit_code == 0
     word = Counter(t for r in rows for t in set(tokenize(r["text"]))).most_common(1)[0][0]
-    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+    with TestClient(create_app(db, mode="keyword"), base_url="http://127.0.0.1") as c:
         page = c.get("/api/search", params={"q": word, "k": 50}).json()
         assert page["results"] and all(word in r["matched"] for r in page["results"])
         hit = page["results"][0]

@@ -9,6 +9,8 @@ const PART = /([+-]?)"([^"]*)"?|([+-]?)(\S+)/g; // same syntax as mllm_retrieval
 const $ = (id) => document.getElementById(id);
 const state = {
   query: null, offset: 0, results: [], hasMore: false, loading: false, seq: 0, scrollY: 0, fromResults: false,
+  mode: null, // the URL's mode (null: the server's default), shownMode: the mode the results were ranked in
+  shownMode: null, defaultMode: null,
 };
 
 function el(tag, props = {}, ...children) {
@@ -56,17 +58,18 @@ function chipState(query, word) {
   return part ? (part.sign === "-" ? "out" : "in") : "";
 }
 
-// ---- navigation: the URL holds the query and the open image -----------------------------------
-function urlFor(query, imageId = null) {
+// ---- navigation: the URL holds the query, the mode (unless the server's default) and the open image
+function urlFor(query, imageId = null, mode = state.mode) {
   const params = new URLSearchParams();
   if (query) params.set("q", query);
+  if (mode) params.set("mode", mode);
   if (imageId !== null) params.set("image", imageId);
   const search = params.toString();
   return search ? `/?${search}` : "/";
 }
 
-function go(query, imageId = null) {
-  const url = urlFor(query.trim(), imageId);
+function go(query, imageId = null, mode = state.mode) {
+  const url = urlFor(query.trim(), imageId, mode);
   if (url !== location.pathname + location.search) history.pushState(null, "", url);
   render();
 }
@@ -74,21 +77,54 @@ function go(query, imageId = null) {
 async function render() {
   const params = new URLSearchParams(location.search);
   const query = params.get("q") || "";
+  const mode = params.get("mode") || null;
   const imageId = params.get("image");
   $("q").value = query;
+  showMode(mode);
   document.title = query ? `${query} – mllmret` : "mllmret";
+  const changed = query !== state.query || mode !== state.mode;
   if (imageId !== null) {
-    if (query !== state.query) runSearch(query);
+    if (changed) runSearch(query, mode);
     return showImage(imageId);
   }
   state.fromResults = false;
   hideImage();
-  if (query !== state.query) await runSearch(query);
+  if (changed) await runSearch(query, mode);
+}
+
+// ---- search mode: hybrid, keyword or semantic ("Meaning") -------------------------------------
+function showMode(mode) {
+  const shown = mode || state.defaultMode;
+  if (shown) $("mode").value = shown;
+}
+
+function learnDefaultMode(mode) {
+  if (!mode || state.defaultMode === mode) return;
+  state.defaultMode = mode;
+  showMode(new URLSearchParams(location.search).get("mode"));
+}
+
+async function changeMode() {
+  const chosen = $("mode").value;
+  if (!state.defaultMode) await api("/api/library").then((lib) => learnDefaultMode(lib.mode), () => {});
+  go($("q").value, null, chosen === state.defaultMode ? null : chosen);
+}
+
+function formatScore(r, mode) {
+  return Number(r.score).toFixed(mode === "keyword" ? 2 : 4);
+}
+
+function scoreTitle(r, mode) {
+  return [mode === "keyword" ? "BM25 score" : "fused rank score (RRF)",
+    mode !== "keyword" && r.bm25 !== null && r.bm25 !== undefined ? `BM25 ${Number(r.bm25).toFixed(2)}` : null,
+    r.similarity !== null && r.similarity !== undefined ? `similarity ${Number(r.similarity).toFixed(2)}` : null,
+  ].filter(Boolean).join(" · ");
 }
 
 // ---- search results ---------------------------------------------------------------------------
-async function runSearch(query) {
+async function runSearch(query, mode = null) {
   state.query = query;
+  state.mode = mode;
   state.offset = 0;
   state.results = [];
   state.hasMore = false;
@@ -107,8 +143,11 @@ async function loadPage() {
   setStatus(state.offset ? "Loading more…" : "Searching…");
   try {
     const params = new URLSearchParams({ q: state.query, k: PAGE, offset: state.offset });
+    if (state.mode) params.set("mode", state.mode);
     const data = await api(`/api/search?${params}`);
     if (seq !== state.seq) return;
+    learnDefaultMode(data.default_mode);
+    state.shownMode = data.mode;
     if (data.empty) {
       if (data.empty === "no_words") return setStatus(data.message, "error");
       setStatus("");
@@ -117,12 +156,13 @@ async function loadPage() {
     state.results.push(...data.results);
     state.offset += data.results.length;
     state.hasMore = data.has_more;
-    $("results").append(...data.results.map(card));
+    $("results").append(...data.results.map((r) => card(r, data.mode)));
     $("more").hidden = !state.hasMore || !$("view").hidden;
     const count = `${state.results.length}${state.hasMore ? "+" : ""}`;
     setStatus(state.results.length
       ? `${count} image${state.results.length === 1 ? "" : "s"} for “${state.query}”`
-      : `No images match “${state.query}”. Remove a word or an exclusion (-word), or try another word.`);
+      : `No images match “${state.query}”. Remove a word or an exclusion (-word), or try another word` +
+        (data.mode === "keyword" ? ", or search by meaning (Hybrid or Meaning)." : "."));
   } catch (error) {
     if (seq === state.seq) setStatus(`Error: ${error.message}`, "error");
   } finally {
@@ -189,7 +229,16 @@ function chips(tags, { onChange = null } = {}) {
   }));
 }
 
-function card(r) {
+function howMatched(r) {
+  if (r.via === "meaning") {
+    return el("span", { class: "by-meaning", title: "no query word in its text; similar in meaning",
+      text: `by meaning ${Number(r.similarity).toFixed(2)}` });
+  }
+  const where = r.tile === "full" || !r.tile ? "whole image" : `tile ${r.tile}`;
+  return [r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null, where];
+}
+
+function card(r, mode) {
   const open = (event) => {
     if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
     event.preventDefault();
@@ -198,16 +247,14 @@ function card(r) {
   };
   const frame = picture(r, THUMB.width, THUMB.height, r.thumbnail);
   if (r.box && r.width && r.height) frame.append(boxDiv(r.box, r.width, r.height, "box best"));
-  const where = r.tile === "full" || !r.tile ? "whole image" : `tile ${r.tile}`;
   return el("article", { class: "card", "data-image-id": r.image_id },
     el("a", { class: "thumb", href: urlFor(state.query, r.image_id), onclick: open, title: r.path || r.external_id },
       frame),
     el("div", { class: "meta" },
       el("span", { class: "rank", text: `#${r.rank}` }),
-      el("span", { class: "score", title: "BM25 score", text: Number(r.score).toFixed(2) }),
+      el("span", { class: "score", title: scoreTitle(r, mode), text: formatScore(r, mode) }),
       el("span", { class: "name", title: r.path || "", text: displayName(r) })),
-    el("div", { class: "matched" }, r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null,
-      where),
+    el("div", { class: "matched" }, howMatched(r)),
     chips(r.tags));
 }
 
@@ -216,6 +263,7 @@ async function showHome() {
   setStatus("");
   try {
     const lib = await api("/api/library");
+    learnDefaultMode(lib.mode);
     if (state.query) return;
     if (!lib.captions) {
       showEmpty(`${lib.exists ? "No captions yet in" : "No database yet at"} ${lib.database}.`, lib.hint);
@@ -295,7 +343,8 @@ function imageView(d) {
   });
   return [
     el("div", { class: "view-head" }, backButton(), el("h2", { text: title }),
-      hit ? el("span", { class: "score", text: `#${hit.rank} · ${Number(hit.score).toFixed(2)}` }) : null),
+      hit ? el("span", { class: "score", title: scoreTitle(hit, state.shownMode),
+        text: `#${hit.rank} · ${formatScore(hit, state.shownMode)}` }) : null),
     el("p", { class: "facts", text: facts.join(" · ") }),
     el("div", { class: "view-body" }, el("div", { class: "figure" }, frame), el("div", { class: "tiles" }, tiles)),
   ];
@@ -322,6 +371,7 @@ function start() {
     event.preventDefault();
     go("");
   });
+  $("mode").addEventListener("change", changeMode);
   $("more").addEventListener("click", () => loadPage());
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting) && state.hasMore && $("view").hidden) loadPage();
