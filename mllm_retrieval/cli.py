@@ -258,10 +258,15 @@ def format_result(r, via: bool = False) -> str:
 @app.command("eval")
 def eval_(
     ctx: typer.Context,
-    dataset: Annotated[str | None, typer.Option(help="coco | voc | vlm (files under --data-dir).")] = None,
+    task: Annotated[str, typer.Option(help="retrieval (class names as queries) | composed (CIRR, ...).")] = (
+        "retrieval"),
+    dataset: Annotated[str | None, typer.Option(
+        help="coco | voc | vlm; with --task composed: cirr | fashioniq | genecis (files under --data-dir).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Evaluation data [default: ../shared/data].")] = None,
     annotations: Annotated[Path | None, typer.Option(help="Any COCO-format labels file.")] = None,
-    captions: Annotated[Path | None, typer.Option(help="COCO-format human captions file.")] = None,
+    captions: Annotated[Path | None, typer.Option(
+        help="COCO-format human captions file; with --task composed --dataset cirr: blip2 | mllm.")] = None,
     voc_root: Annotated[Path | None, typer.Option(help="A PASCAL VOC folder (Annotations/*.xml).")] = None,
     voc_split: Annotated[str, typer.Option(help="VOC split under ImageSets/Main.")] = "val",
     source: Annotated[list[str] | None, typer.Option(help="human | db | jsonl:PATH; repeatable.")] = None,
@@ -288,6 +293,20 @@ def eval_(
 ) -> None:
     """Retrieval quality with class names as queries: AP, PR-AUC, PR curves; see eval/README.md."""
     from .evaluation import report as rep
+
+    if task == "composed":
+        from .composed import evaluate as ce
+
+        result = ce.run_composed(dataset or "cirr", data_dir, str(captions) if captions else None,
+                                 modes.split(","), embedder, device.value, not quiet, rep.command_line(ctx))
+        typer.echo(ce.format_table(result))
+        written = [ce.write_json(result, out / "results.json")]
+        if results_md is not None:
+            written.append(ce.update_markdown(result, results_md))
+        typer.echo("wrote " + ", ".join(map(str, written)), err=True)
+        return
+    if task != "retrieval":
+        raise MllmretError(f"--task is retrieval or composed, not {task!r}")
     from .evaluation.runner import EvalConfig, run_eval
 
     result = run_eval(EvalConfig(

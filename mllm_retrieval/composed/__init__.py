@@ -1,0 +1,1 @@
+"""Composed image retrieval ("like this photo, but …"): edits, benchmarks, evaluation."""
