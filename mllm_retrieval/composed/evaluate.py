@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -290,17 +289,9 @@ def markdown_section(result: dict) -> str:
 
 def update_markdown(result: dict, path: Path) -> Path:
     """Insert or replace the result's section in a generated RESULTS.md (other sections stay)."""
-    from ..evaluation.report import MD_HEADER, MD_TITLE, ReportError, _write
+    from ..evaluation.report import replace_section
 
-    section, key = markdown_section(result), section_key(result)
-    text = path.read_text(encoding="utf-8") if path.is_file() else MD_HEADER
-    if not text.startswith(MD_TITLE):
-        raise ReportError(f"{str(path)!r} was not written by `mllmret eval`; pick another --results-md file")
-    pattern = re.compile(rf"<!-- BEGIN mllmret-eval {key} -->.*?<!-- END mllmret-eval {key} -->\n?", re.S)
-    text = pattern.sub(lambda _: section, text, count=1) if pattern.search(text) else (
-        text.rstrip("\n") + "\n\n" + section)
-    _write(path, text)
-    return path
+    return replace_section(path, section_key(result), markdown_section(result))
 
 
 def write_json(result: dict, path: Path) -> Path:

@@ -283,8 +283,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def update_markdown(report: EvalReport, path: Path) -> Path:
     """Insert or replace this report's section in a generated markdown file (other sections stay)."""
-    section = markdown_section(report)
-    key = section_key(report)
+    return replace_section(path, section_key(report), markdown_section(report))
+
+
+def replace_section(path: Path, key: str, section: str) -> Path:
+    """Insert or replace the section marked with `key` in a generated RESULTS.md (other sections stay)."""
     text = path.read_text(encoding="utf-8") if path.is_file() else MD_HEADER
     if not text.startswith(MD_TITLE):
         raise ReportError(f"{str(path)!r} was not written by `mllmret eval`; pick another --results-md file")
