@@ -230,7 +230,7 @@ def search(
     if parsed.empty:
         raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
     with _store(db) as store:
-        if not store.stats()["captions"]:
+        if not store.has_captions():
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
         searcher = Searcher(store, store.select_runs(run, model), engine, mode=mode.value, embedder=embedder,
                             min_similarity=min_similarity, progress=True)

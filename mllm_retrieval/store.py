@@ -299,6 +299,10 @@ class Store:
             box = Box(r[3], r[4], r[5], r[6]) if r[3] is not None else None
             yield TileText(r[0], r[1], r[2], box, r[7], tuple(json.loads(r[8])), r[9])
 
+    def has_captions(self) -> bool:
+        """Whether any caption is stored (cheap: no counting)."""
+        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM captions)").fetchone()[0])
+
     def change_head(self) -> int:
         """The latest change-log sequence number (0 when nothing changed yet)."""
         return self.db.execute("SELECT coalesce(max(seq), 0) FROM text_changes").fetchone()[0]

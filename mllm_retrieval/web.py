@@ -123,7 +123,7 @@ def _search(lib: Library, q: str, k: int, offset: int, mode: str) -> dict[str, A
     page: dict[str, Any] = {"query": q, "mode": mode, "default_mode": lib.mode, "k": k, "offset": offset,
                             "results": [], "has_more": False}
     store = lib.open()
-    if store is None or not library_summary(store)["captions"]:
+    if store is None or not store.has_captions():
         where = "no database yet" if store is None else "no captions yet"
         return {**page, "empty": "no_database" if store is None else "no_captions",
                 "message": f"{where} at {lib.path}: describe your photos first", "hint": lib.hint()}
