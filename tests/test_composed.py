@@ -54,6 +54,11 @@ def test_parse_edit_phrasings(text, add, remove):
     ("without the leash and on the beach", ("beach",), ("leash",)),
     ("has no sleeves and is red", ("red",), ("sleeve",)),
     ("a notebook on a nodding dog", ("notebook", "nodding", "dog"), ()),  # no/not inside words
+    ("two more birds and one without touching the water", ("two", "bird"), ("touching",)),  # the act
+    ("dog not facing the camera", ("dog",), ("facing",)),
+    ("without wearing a hat", (), ("hat",)),  # possession passes the negation to the thing
+    ("without seeing the mountain peaks", (), ("mountain", "peak")),
+    ("no railing", (), ("railing",)),  # an -ing thing, not an action
 ])
 def test_negation_scope(text, add, remove):
     e = parse_edit(text)

@@ -5,7 +5,9 @@
 - negation: "without X", "no X", "not X", "remove (the) X", "get rid of X", "X removed", "doesn't have X",
   "no longer X" -> remove X. The negated span is a short noun phrase: it stops at a preposition, a comma
   or a conjunction, so "a dog with no leash on the grass" removes only "leash" and adds dog and grass.
-  A bare noun joined by "and"/"or" right after a negation shares it: "without the dog or cat".
+  A bare noun joined by "and"/"or" right after a negation shares it: "without the dog or cat". A negated
+  action negates only the verb: "one without touching the water" removes "touching", not the water
+  (possession and sight verbs pass the negation on: "without wearing a hat", "without seeing the sky").
 - replacement: "X instead of Y", "change Y to X", "turn Y into X", "replace Y with X", "swap Y for X",
   "Y -> X" -> remove Y, add X. "not blue but red" is a negation clause then an addition clause.
 - addition: "add X", "with X", "plus X" and plain words -> add. "make the dress red" adds dress and red
@@ -63,8 +65,12 @@ _CONJ_INHERIT = {"and", "or", "nor", ","}
 # instruction words of a modification that say nothing about the target's content
 FILLER = frozenset("""add adding added make making put show showing change changed turn want wanted let please
     instead replace replaced switch swap keep same image picture photo one ones target like other""".split())
-_LEAD_VERBS = frozenset("""wearing having holding showing containing including featuring carrying
+_LEAD_VERBS = frozenset("""wearing having holding showing containing including featuring carrying seeing
     wear have hold show contain include feature carry any""".split())
+# -ing words that are things, not actions ("no railing" removes the railing)
+_ING_NOUNS = frozenset("""building clothing ceiling painting ring earring string king wing railing awning
+    icing frosting lighting bedding pudding stuffing morning evening spring swing thing sibling seating
+    fencing flooring sling topping wedding dumpling clothing stocking stockings""".split())
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,11 @@ def _negated_phrase(words: list[str]) -> tuple[list[str], list[str]]:
         if i > 0 and w in _BOUNDARY:
             return words[:i], words[i:]
     return words, []
+
+
+def _is_action(word: str) -> bool:
+    """An -ing verb such as touching or facing (not a thing such as a railing)."""
+    return len(word) > 4 and word.endswith("ing") and word not in _ING_NOUNS
 
 
 def _split_clauses(text: str) -> list[tuple[str, str]]:
@@ -171,6 +182,10 @@ def parse_edit(modification: str) -> Edit:
             phrase, rest = _negated_phrase(clause[end:].split())
             if phrase and phrase[0] in _QUANTIFIERS:  # fewer of them, not none: the words stay positive
                 phrase, rest = [], phrase[1:] + rest
+            elif phrase and _is_action(phrase[0]):
+                # "not facing the camera", "without touching the water": the action is negated, not the
+                # thing, so only the verb is removed and its object is neither removed nor added
+                phrase, rest = phrase[:1], rest
             remove += tokenize(" ".join(phrase))
             negated_here = negated_here or bool(tokenize(" ".join(phrase))) and not rest
             clause = " ".join(rest)
