@@ -200,8 +200,9 @@ class SearchMode(str, Enum):
 
 @app.command()
 def search(
-    query: Annotated[list[str], typer.Argument(
-        help='Words to find. "a phrase" must match as written, +word must appear, -word must not.')],
+    query: Annotated[list[str] | None, typer.Argument(
+        help='Words to find. "a phrase" must match as written, +word must appear, -word must not. '
+        'With --like: the modification ("without the leash, on a beach").', show_default=False)] = None,
     k: Annotated[int, typer.Option("-k", "--limit", min=1, help="How many results.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
     mode: Annotated[SearchMode, typer.Option(
@@ -219,30 +220,135 @@ def search(
     run: RunOption = None,
     model: ModelFilter = None,
     engine: Annotated[str, typer.Option(help="sparse (fast, default) or rank-bm25 (reference).")] = "sparse",
+    like: Annotated[str | None, typer.Option(
+        "--like", metavar="REF", help="Like this photo, but …: REF is an image id (as --json prints it), a "
+        "file path the library holds, or a new image file (captioned now with the library's latest "
+        "captioner, not stored unless --add). The words are the modification: what to add, remove "
+        '("without the leash", "no people") or replace ("a cat instead of the dog"). The reference is '
+        "never among the results.", rich_help_panel="Like this photo, but …")] = None,
+    add: Annotated[bool, typer.Option(
+        "--add", help="With --like FILE: also store the new image in the library (full image and tiles, "
+        "as `mllmret caption` does).", rich_help_panel="Like this photo, but …")] = False,
+    caption_backend: Annotated[str | None, typer.Option(
+        help="With --like FILE: captioning backend for the new image [default: the latest run's].",
+        rich_help_panel="Like this photo, but …")] = None,
+    caption_model: Annotated[str | None, typer.Option(
+        help="With --like FILE: captioning model [default: the latest run's].",
+        rich_help_panel="Like this photo, but …")] = None,
+    caption_prompt: Annotated[str | None, typer.Option(
+        help="With --like FILE: caption prompt name or file [default: the latest run's prompt].",
+        rich_help_panel="Like this photo, but …")] = None,
+    rewrite_with: Annotated[str | None, typer.Option(
+        metavar="URL", help="With --like: have an LLM on an OpenAI-compatible server rewrite reference + "
+        "modification into one description of the wanted photo, used as the query; URL/v1/MODEL, e.g. "
+        "http://127.0.0.1:8080/v1/llama3 (key: MLLMRET_API_KEY or OPENAI_API_KEY). If it fails, a "
+        "warning and the rule-based composition.", rich_help_panel="Like this photo, but …")] = None,
+    rewrite_model: Annotated[str | None, typer.Option(
+        help="The model for --rewrite-with when its URL has no /v1/MODEL.",
+        rich_help_panel="Like this photo, but …")] = None,
+    rewrite_prompt: Annotated[str, typer.Option(
+        help="Rewrite prompt name or file, with {caption} and {modification}.",
+        rich_help_panel="Like this photo, but …")] = "rewrite",
+    rewrite_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to wait for the rewrite (one retry at most).",
+        rich_help_panel="Like this photo, but …")] = 30.0,
     db: DbOption = None,
 ) -> None:
-    """Rank images by their tags and captions (BM25, meaning, or both), with the matched words and tile."""
+    """Rank images by their tags and captions (BM25, meaning, or both), with the matched words and tile.
+
+    `--like REF words…` searches for images like REF, changed as the words say: REF's words are kept
+    (at half weight) unless the words remove them ("without X", "no X", "Y instead of X", -X), the
+    words' own additions count fully, removed words are excluded, and REF itself is left out;
+    --rewrite-with has an LLM write the query instead. Example:
+
+    \b
+      mllmret search --like 42 without the leash, on a beach
+      mllmret search --like ~/new.jpg --add a cat instead of the dog
+    """
     from .query import parse_query
     from .search import Searcher
 
-    text = " ".join(query)
-    parsed = parse_query(text)
-    if parsed.empty:
-        raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
+    text = " ".join(query or [])
+    if like is None:
+        like_only = {"--add": add, "--caption-backend": caption_backend, "--caption-model": caption_model,
+                     "--caption-prompt": caption_prompt, "--rewrite-with": rewrite_with,
+                     "--rewrite-model": rewrite_model}
+        given = [name for name, value in like_only.items() if value]
+        if given:
+            raise _fail(f"{given[0]} goes with --like REF")
+        parsed = parse_query(text)
+        if parsed.empty:
+            raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
     with _store(db) as store:
         if not store.has_captions():
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
-        searcher = Searcher(store, store.select_runs(run, model), engine, mode=mode.value, embedder=embedder,
+        run_ids = store.select_runs(run, model)
+        searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder,
                             min_similarity=min_similarity, progress=True)
+        if like is not None:
+            return _search_like(store, searcher, run_ids, like, text, k, as_json, mode, add=add,
+                                caption_backend=caption_backend, caption_model=caption_model,
+                                caption_prompt=caption_prompt, rewrite_with=rewrite_with,
+                                rewrite_model=rewrite_model, rewrite_prompt=rewrite_prompt,
+                                rewrite_timeout=rewrite_timeout)
         results = searcher.search(parsed, k)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
         return
+    _print_results(results, as_json, mode)
+
+
+def _print_results(results, as_json: bool, mode: SearchMode) -> None:
     for r in results:
         if as_json:
             typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
         else:
             typer.echo(format_result(r, via=mode is not SearchMode.keyword))
+
+
+def _search_like(store, searcher, run_ids, like: str, modification: str, k: int, as_json: bool,
+                 mode: SearchMode, *, add: bool, caption_backend: str | None, caption_model: str | None,
+                 caption_prompt: str | None, rewrite_with: str | None, rewrite_model: str | None,
+                 rewrite_prompt: str, rewrite_timeout: float) -> None:
+    """`search --like`: resolve the reference, compose, search, print the composition then the results."""
+    from .composed.like import resolve_reference, search_like
+    from .composed.rewrite import Rewriter
+
+    rewriter = None
+    if rewrite_with is not None:  # a bad URL or prompt is an error before any captioning
+        rewriter = Rewriter.from_spec(rewrite_with, rewrite_model, prompt=rewrite_prompt,
+                                      timeout=rewrite_timeout)
+    elif rewrite_model is not None:
+        raise _fail("--rewrite-model goes with --rewrite-with URL")
+    reference = resolve_reference(store, like, run_ids, backend=caption_backend, model=caption_model,
+                                  prompt=caption_prompt, add=add)
+    result = search_like(searcher, reference, modification, k, rewriter=rewriter)
+    warning = result.composition.warning
+    if warning:
+        typer.echo(f"Warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(results=False), ensure_ascii=False))
+    else:
+        typer.echo(format_composition(result))
+    if not result.results:
+        typer.echo(f"no images like {like} match {modification!r}", err=True)
+        return
+    _print_results(result.results, as_json, mode)
+
+
+def format_composition(result) -> str:
+    """The lines before composed-search results: the reference and what became of its words."""
+    ref, c = result.reference, result.composition
+    where = {"library": "", "captioned": " (new file, captioned now, not stored; --add stores it)",
+             "added": " (new file, now added to the library)"}[ref.source]
+    name = f"#{ref.image_id} {ref.path}" if ref.image_id is not None else str(ref.path)
+    lines = [f"reference: {name}{where}"]
+    if c.rewrite is not None:
+        lines.append(f"rewrite: {c.rewrite}")
+    parts = (("kept", c.kept), ("dropped", c.dropped), ("added", c.added), ("excluded", c.exclude))
+    for label, words in parts:
+        lines.append(f"{label}: {', '.join(words) if words else '-'}")
+    return "\n".join(lines)
 
 
 def format_result(r, via: bool = False) -> str:
@@ -347,11 +453,14 @@ def stats(
 
 @app.command()
 def prompts() -> None:
-    """List the bundled prompts (use one with `caption --prompt NAME`)."""
+    """List the bundled prompts (use one with `caption --prompt NAME`), then the rewrite prompts."""
     from .prompts import available_prompts, load_prompt
 
     for name in available_prompts():
         typer.echo(f"{name}: {load_prompt(name).text.splitlines()[0]}")
+    for name in available_prompts("rewrite"):
+        typer.echo(f"{name} (rewrite prompt for `search --like … --rewrite-with`, not for captioning): "
+                   f"{load_prompt(name, kind='rewrite').text.splitlines()[0]}")
 
 
 @app.command()

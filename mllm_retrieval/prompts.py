@@ -1,4 +1,8 @@
-"""Prompts: bundled files in prompts/ by name, or any text file by path."""
+"""Prompts: bundled files in prompts/ by name, or any text file by path.
+
+Most bundled prompts ask a captioner to describe an image; those named in REWRITE_PROMPTS instead ask a
+chat model to rewrite a reference caption and a modification (`mllmret search --like … --rewrite-with`),
+so they are listed and loaded apart (`kind="rewrite"`)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from .config import prompts_dir
 from .errors import PromptNotFound
 
 DEFAULT_PROMPT = "tags_caption"
+REWRITE_PROMPTS = frozenset({"rewrite"})  # bundled prompts for composed-query rewriting, not captioning
 
 
 @dataclass(frozen=True)
@@ -25,18 +30,25 @@ class Prompt:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-def available_prompts() -> list[str]:
-    """Names of the bundled prompts."""
-    return sorted(p.stem for p in prompts_dir().glob("*.txt"))
+def available_prompts(kind: str = "caption") -> list[str]:
+    """Names of the bundled prompts of a kind: caption (for `caption --prompt`) or rewrite."""
+    names = sorted(p.stem for p in prompts_dir().glob("*.txt"))
+    return [n for n in names if (n in REWRITE_PROMPTS) == (kind == "rewrite")]
 
 
-def load_prompt(name_or_path: str = DEFAULT_PROMPT) -> Prompt:
-    """Load a bundled prompt by name, or a prompt file by path."""
+def load_prompt(name_or_path: str = DEFAULT_PROMPT, kind: str = "caption") -> Prompt:
+    """Load a bundled prompt of this kind by name, or a prompt file by path."""
     bundled = prompts_dir() / f"{name_or_path}.txt"
+    if name_or_path in available_prompts("rewrite" if kind == "caption" else "caption"):
+        other = "caption" if kind == "rewrite" else "rewrite"
+        raise PromptNotFound(
+            f"{name_or_path!r} is a {other} prompt, not a {kind} prompt: use one of "
+            f"{', '.join(available_prompts(kind))} or the path of a text file"
+        )
     candidate = bundled if bundled.is_file() else Path(name_or_path).expanduser()
     if not candidate.is_file():
         raise PromptNotFound(
-            f"no prompt {name_or_path!r}: use one of {', '.join(available_prompts())} "
+            f"no prompt {name_or_path!r}: use one of {', '.join(available_prompts(kind))} "
             "or the path of a text file"
         )
     try:

@@ -8,7 +8,7 @@ pass them, and every result is checked again against its stored text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,40 +98,58 @@ class Searcher:
                                            progress=self.progress)
         return self._semantic
 
-    def search(self, query: str | Query, k: int = 10, mode: str | None = None) -> list[Result]:
-        """The top-k images for a query (see `query.parse_query` for the syntax) in this or the given mode."""
+    def search(self, query: str | Query, k: int = 10, mode: str | None = None,
+               weights: Mapping[str, float] | None = None, exclude_ids: Collection[int] = (),
+               query_vector: np.ndarray | None = None) -> list[Result]:
+        """The top-k images for a query (see `query.parse_query` for the syntax) in this or the given mode.
+
+        `weights` scale the BM25 part of each query word (words not in it weigh 1); `exclude_ids` are
+        image ids never returned (e.g. the reference of a composed query); `query_vector`, when given,
+        is the semantic query (the embedder's unit vectors) instead of embedding the query's text."""
         q = parse_query(query) if isinstance(query, str) else query
         mode = check_mode(mode or self.mode)
-        if q.empty or k <= 0:
+        if k <= 0 or q.empty and (query_vector is None or mode == "keyword"):
             return []
+        terms = q.ranking_terms
+        term_weights = None if not weights else [float(weights.get(t, 1.0)) for t in terms]
+        skip = frozenset(int(i) for i in exclude_ids)
         if mode != "keyword":
-            return self._fused(q, k, mode)
+            return self._fused(q, k, mode, term_weights, skip, query_vector)
         must = _must(q)
-        want = k if not (q.phrases or q.excluded_phrases) else k * 4
+        want = (k if not (q.phrases or q.excluded_phrases) else k * 4) + len(skip)
         while True:
-            hits = self.index.search(q.ranking_terms, want, must, q.exclude)
-            tiles = self._tiles([i for i, _ in hits])
-            kept = [(i, s) for i, s in hits if _phrases_ok(tiles.get(i, []), q)]
+            hits = self.index.search(terms, want, must, q.exclude, term_weights)
+            tiles = self._tiles([i for i, _ in hits if i not in skip])
+            kept = [(i, s) for i, s in hits if i not in skip and _phrases_ok(tiles.get(i, []), q)]
             if len(kept) >= k or len(hits) < want:
                 break
             want *= 4
-        return [self._result(rank, fusion.Fused(image_id, score, score, None), tiles.get(image_id, []), q)
+        return [self._result(rank, fusion.Fused(image_id, score, score, None), tiles.get(image_id, []), q,
+                             weights)
                 for rank, (image_id, score) in enumerate(kept[:k], 1)]
 
-    def _fused(self, q: Query, k: int, mode: str) -> list[Result]:
+    def _fused(self, q: Query, k: int, mode: str, term_weights: list[float] | None = None,
+               skip: frozenset[int] = frozenset(), query_vector: np.ndarray | None = None) -> list[Result]:
         """Semantic or hybrid: the whole filtered rankings are fused (RRF), as evaluation fuses them.
 
         +words and -words filter inside both rankings (BM25 postings; the image ids holding them for the
         semantic one). Phrases need each image's tokens, so they are checked on the fused order, best
-        first, until k results pass; ranks are those among images holding all the phrase's words."""
+        first, until k results pass; ranks are those among images holding all the phrase's words.
+        Images in `skip` are left out of both rankings before they are fused."""
         must = _must(q)
         include = self.index.images_with(must) if must else None
         exclude = self.index.images_with(q.exclude, every=False) if q.exclude else None
-        qvec = self.semantic.embedder.encode_query(q.text or " ".join(q.ranking_terms))
+        if skip:
+            ids = np.fromiter(skip, dtype=np.int64, count=len(skip))
+            exclude = ids if exclude is None else np.union1d(exclude, ids)
+        qvec = self._query_vector(q, query_vector)
         floor = -1.0 if self.min_similarity is None else self.min_similarity
         meaning = self.semantic.scores(qvec, include, exclude, floor)
-        if mode == "hybrid":
-            keyword = self.index.scores(q.ranking_terms, must, q.exclude)
+        if mode == "hybrid" and q.ranking_terms:
+            keyword = self.index.scores(q.ranking_terms, must, q.exclude, term_weights)
+            if skip:
+                keep = ~np.isin(keyword[0], ids)
+                keyword = (keyword[0][keep], keyword[1][keep])
         else:
             keyword = (np.zeros(0, dtype=np.int64), np.zeros(0))
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
@@ -143,7 +161,22 @@ class Searcher:
             if len(kept) >= k or len(fused) < want:
                 break
             want *= 4
-        return [self._result(rank, f, tiles.get(f.image_id, []), q) for rank, f in enumerate(kept[:k], 1)]
+        weights = None if term_weights is None else dict(zip(q.ranking_terms, term_weights, strict=True))
+        return [self._result(rank, f, tiles.get(f.image_id, []), q, weights)
+                for rank, f in enumerate(kept[:k], 1)]
+
+    def _query_vector(self, q: Query, given: np.ndarray | None) -> np.ndarray:
+        """The given query vector (checked against the index's size, made unit length), else the embedded
+        query text."""
+        if given is None:
+            return self.semantic.embedder.encode_query(q.text or " ".join(q.ranking_terms))
+        vec = np.asarray(given, dtype=np.float32).reshape(-1)
+        self.semantic.sync()
+        if self.semantic.dim and len(vec) != self.semantic.dim:
+            raise MllmretError(f"the query vector has {len(vec)} dimensions, the semantic index "
+                               f"{self.semantic.dim} ({self.semantic.embedder.name})")
+        norm = float(np.linalg.norm(vec))
+        return vec / norm if norm > 0 else vec
 
     def _tiles(self, image_ids: list[int]) -> dict[int, list[TileTokens]]:
         by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str]]] = {}
@@ -154,12 +187,14 @@ class Searcher:
             out.setdefault(image_id, []).append(TileTokens(key, box, tuple(tokens)))
         return out
 
-    def _result(self, rank: int, hit: fusion.Fused, tiles: list[TileTokens], q: Query) -> Result:
+    def _result(self, rank: int, hit: fusion.Fused, tiles: list[TileTokens], q: Query,
+                weights: Mapping[str, float] | None = None) -> Result:
         image = self.store.image_row(hit.image_id)
         present = {t for tile in tiles for t in tile.tokens}
         matched = tuple(t for t in q.ranking_terms if t in present)
         avg = sum(len(t.tokens) for t in tiles) / max(len(tiles), 1)
-        tile = best_tile(tiles, matched, self.index.idf, avg)
+        idf = self.index.idf if not weights else (lambda t: self.index.idf(t) * weights.get(t, 1.0))
+        tile = best_tile(tiles, matched, idf, avg)
         return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
                       external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),

@@ -24,10 +24,10 @@ class Engine(Protocol):
         """Drop documents from results and from corpus statistics."""
         ...
 
-    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
+    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (), exclude: Sequence[str] = (),
+               weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
         """Top-k (doc, score), best first, ties by doc id, among docs holding a term and all `must`
-        terms and no `exclude` term."""
+        terms and no `exclude` term; `weights` (one per term, default 1) scale each term's BM25 part."""
         ...
 
     def docs_with(self, term: str) -> Sequence[int]:

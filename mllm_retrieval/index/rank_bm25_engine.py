@@ -43,9 +43,9 @@ class RankBM25Engine:
         docs = [self._docs[i] for i in self._live]
         self._bm25 = BM25Okapi(docs, k1=K1, b=B, epsilon=EPSILON) if docs else None
 
-    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
-        """Score every document with rank-bm25, then filter and sort."""
+    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (), exclude: Sequence[str] = (),
+               weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+        """Score every document with rank-bm25 (term by term when weighted), then filter and sort."""
         if self._bm25 is None or k <= 0:
             return []
         hits: set[int] = set()
@@ -57,7 +57,10 @@ class RankBM25Engine:
             hits -= self._postings.get(term, set())
         if not hits:
             return []
-        scores = self._bm25.get_scores(list(terms))
+        if weights is None:
+            scores = self._bm25.get_scores(list(terms))
+        else:
+            scores = sum(w * self._bm25.get_scores([t]) for t, w in zip(terms, weights, strict=True))
         return top_k([(self._live[p], float(scores[p])) for p in hits], k)
 
     def docs_with(self, term: str) -> list[int]:

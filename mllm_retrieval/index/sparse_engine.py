@@ -172,12 +172,13 @@ class SparseEngine:
             hit[docs] = True
         return scores, hit
 
-    def candidates(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = ()
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """(doc ids, BM25 scores) of every live doc holding a term, all `must` and no `exclude` terms."""
+    def candidates(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = (),
+                   weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(doc ids, BM25 scores) of every live doc holding a term, all `must` and no `exclude` terms;
+        `weights` (one per term, default 1) scale each term's contribution."""
         if not self.alive.any():
             return np.zeros(0, dtype=np.int64), np.zeros(0)
-        scores, hit = self._accumulate(terms)
+        scores, hit = self._accumulate(terms, weights)
         for term in must:
             tid = self.vocab.get(term)
             allowed = np.zeros_like(hit)
@@ -191,12 +192,12 @@ class SparseEngine:
         cand = np.flatnonzero(hit)
         return cand, scores[cand]
 
-    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
-        """Top-k by BM25Okapi among live docs holding a term, all `must` and no `exclude` terms."""
+    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (), exclude: Sequence[str] = (),
+               weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+        """Top-k by (weighted) BM25Okapi among live docs holding a term, all `must` and no `exclude` terms."""
         if k <= 0:
             return []
-        cand, s = self.candidates(terms, must, exclude)
+        cand, s = self.candidates(terms, must, exclude, weights)
         if len(cand) > k:
             kth = np.partition(-s, k - 1)[k - 1]
             keep = -s <= kth  # keeps every doc tied with the k-th score

@@ -117,21 +117,21 @@ class StoreIndex:
         self.doc_of = {img: d for d, img in enumerate(image_of) if engine.alive[d]}
         return True
 
-    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (),
-               exclude: Sequence[str] = ()) -> list[tuple[int, float]]:
-        """Top-k (image_id, score) after catching up with the store."""
+    def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (), exclude: Sequence[str] = (),
+               weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+        """Top-k (image_id, score) after catching up with the store; `weights`: one per term (default 1)."""
         self.sync()
-        hits = self.engine.search(terms, k, must, exclude)
+        hits = self.engine.search(terms, k, must, exclude, weights)
         return [(self.image_of[d], s) for d, s in hits]
 
-    def scores(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = ()
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = (),
+               weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(image ids, BM25 scores) of every image that matches, unordered, after catching up."""
         self.sync()
         if isinstance(self.engine, SparseEngine):
-            docs, scores = self.engine.candidates(terms, must, exclude)
+            docs, scores = self.engine.candidates(terms, must, exclude, weights)
         else:
-            hits = self.engine.search(terms, len(self.image_of), must, exclude)
+            hits = self.engine.search(terms, len(self.image_of), must, exclude, weights)
             docs = np.asarray([d for d, _ in hits], dtype=np.int64)
             scores = np.asarray([s for _, s in hits], dtype=np.float64)
         return self._images()[docs], scores

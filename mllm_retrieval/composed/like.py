@@ -1,0 +1,316 @@
+"""Composed search, "like this photo, but …": a reference image plus a modification text.
+
+`resolve_reference` turns what the user named into a `Reference`: an image of the library (its id, or a
+file path the library holds, compared as absolute and resolved paths, else by content) with its stored
+text, or a new image file captioned now — by default with the backend, model, prompt and settings of the
+library's latest run — and added to the library only when asked (`add=True`).
+
+`search_like` composes the reference text with the modification (`edits.compose`: reference words kept
+at weight 0.5, words of the modification at 1.0, removed words excluded as -words are) and searches:
+keyword ranking uses the weighted terms, semantic ranking embeds the composed text (or a given query
+vector), and the reference itself is never returned. With a `rewrite.Rewriter`, an LLM's description of
+the wanted image becomes the query instead (CIReVL-style); when it fails, the rules are used and the
+result carries a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..captioners.base import Captioner, backends, get_captioner
+from ..errors import ImageError, MllmretError
+from ..images import SUFFIXES, open_image, sha256_file
+from ..index.semantic_index import embedding_text
+from ..parsing import parse_output
+from ..prompts import DEFAULT_PROMPT, Prompt, load_prompt
+from ..query import Query
+from ..search import Result, Searcher
+from ..store import Run, Store
+from ..text import tokenize
+from .edits import compose
+from .rewrite import RewriteError, Rewriter
+
+# settings of a run that a new reference is captioned with too (so that --add lands in the same run)
+RUN_OPTIONS = ("max_new_tokens", "quantize", "base_url")
+_NEG_OPERATOR = re.compile(r'(?<!\S)-"([^"]*)"?|(?<!\S)-(\w\S*)')
+_OPERATOR_MARKS = re.compile(r'(?<!\S)\+(?=\S)|"')
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The image a composed query starts from; `image_id` is None when it is not in the library."""
+
+    image_id: int | None
+    path: str | None
+    text: str
+    source: str = "library"  # library | captioned (new file, captioned now) | added (new file, now stored)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {"image_id": self.image_id, "path": self.path, "source": self.source, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Composition:
+    """What a composed query ranks with: terms and weights, excluded words, and the text to embed."""
+
+    terms: tuple[str, ...]
+    weights: tuple[float, ...]
+    exclude: tuple[str, ...]
+    kept: tuple[str, ...]  # reference words in the query
+    dropped: tuple[str, ...]  # reference words left out
+    added: tuple[str, ...]  # words that are not the reference's
+    text: str
+    rewrite: str | None = None  # the LLM's description, when it was used
+    warning: str | None = None  # why the rewrite was not used
+
+    def query(self) -> Query:
+        """The composition as a search query (excluded words act as -words)."""
+        excluded = set(self.exclude)
+        return Query(terms=tuple(t for t in self.terms if t not in excluded), exclude=self.exclude,
+                     text=self.text)
+
+    def weight_map(self) -> dict[str, float]:
+        """Term -> BM25 weight."""
+        return dict(zip(self.terms, self.weights, strict=True))
+
+
+@dataclass(frozen=True)
+class LikeResult:
+    """A composed search: the reference, how it was composed with the modification, and the results."""
+
+    reference: Reference
+    modification: str
+    composition: Composition
+    results: list[Result]
+
+    def to_dict(self, results: bool = True) -> dict[str, Any]:
+        """JSON-friendly form; `results=False` gives the composition alone (the CLI's first JSON line)."""
+        c = self.composition
+        out = {"reference": self.reference.to_dict(), "modification": self.modification, "kept": list(c.kept),
+               "dropped": list(c.dropped), "added": list(c.added), "excluded": list(c.exclude),
+               "query": c.text, "rewrite": c.rewrite, "warning": c.warning}
+        if results:
+            out["results"] = [r.to_dict() for r in self.results]
+        return out
+
+
+# references
+def latest_run(store: Store, run_ids: Sequence[int] | None = None) -> Run | None:
+    """The most recent run that has captions (among `run_ids` when given)."""
+    sql = "SELECT r.id FROM runs r WHERE EXISTS (SELECT 1 FROM captions c WHERE c.run_id = r.id)"
+    args: list[Any] = []
+    if run_ids is not None:
+        sql += " AND r.id IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(list(run_ids)))
+    row = store.db.execute(sql + " ORDER BY r.id DESC LIMIT 1", args).fetchone()
+    return store.run(row[0]) if row else None
+
+
+def reference_captioner(store: Store, run_ids: Sequence[int] | None = None, backend: str | None = None,
+                        model: str | None = None, prompt: str | None = None,
+                        **options: Any) -> tuple[Captioner, Prompt]:
+    """The captioner and prompt for a new reference image: those of the library's latest run, unless
+    `backend`, `model` or `prompt` (a name or file) say otherwise; `options` go to the captioner."""
+    run = latest_run(store, run_ids)
+    backend = backend or (run.backend if run else "transformers")
+    same = run is not None and backend == run.backend
+    if backend not in backends():
+        where = f"the library's latest run (run {run.id}: {run.backend} {run.model}) was" if same else ""
+        raise MllmretError(f"{where or 'backend'} {backend!r} cannot caption a new image here: give "
+                           f"--caption-backend ({', '.join(backends())}) and --caption-model")
+    if same:
+        options = {**{k: run.params[k] for k in RUN_OPTIONS if k in run.params}, **options}
+    captioner = get_captioner(backend, model=model or (run.model if same else None), **options)
+    if prompt is not None:
+        chosen = load_prompt(prompt)
+    elif same and (text := _run_prompt(store, run.id)):
+        chosen = Prompt(run.prompt_name or f"run-{run.id}", text)
+    else:
+        chosen = load_prompt(DEFAULT_PROMPT)
+    return captioner, chosen
+
+
+def _run_prompt(store: Store, run_id: int) -> str | None:
+    row = store.db.execute("SELECT prompt FROM runs WHERE id = ?", [run_id]).fetchone()
+    return row[0] if row else None
+
+
+def image_text(store: Store, image_id: int, run_ids: Sequence[int] | None = None) -> str:
+    """An image's stored tags and captions, of the full image (all its tiles when that has none)."""
+    sql = ("SELECT t.key, c.tags, c.caption FROM captions c JOIN tiles t ON t.id = c.tile_id "
+           "WHERE t.image_id = ?")
+    args: list[Any] = [image_id]
+    if run_ids is not None:
+        sql += " AND c.run_id IN (SELECT value FROM json_each(?))"
+        args.append(json.dumps(list(run_ids)))
+    rows = store.db.execute(sql + " ORDER BY t.key != 'full', t.id, c.run_id", args).fetchall()
+    units = [(key, tuple(json.loads(tags)), caption) for key, tags, caption in rows]
+    full = embedding_text((tags, caption) for key, tags, caption in units if key == "full")
+    return full or embedding_text((tags, caption) for _, tags, caption in units)
+
+
+def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Sequence[int] | None = None,
+                      *, captioner: Captioner | None = None, prompt: Prompt | str | None = None,
+                      backend: str | None = None, model: str | None = None, add: bool = False,
+                      grid: str = "2x2") -> Reference:
+    """The reference image named by an id, a stored path or a new image file (see the module docstring).
+
+    A new file is captioned with `captioner` (else `reference_captioner(store, run_ids, backend, model)`)
+    and `prompt`; with `add` it goes through `pipeline.caption_paths` (tiles included) and is stored."""
+    text = str(ref).strip()
+    if isinstance(ref, int) or text.isdigit():
+        image_id = int(text)
+        if _image_exists(store, image_id):
+            return _library_reference(store, image_id, run_ids)
+        if not Path(text).is_file():
+            raise MllmretError(f"--like {text}: no image with id {image_id} in the library (ids are what "
+                               "`mllmret search --json` prints as image_id)")
+    path = Path(text).expanduser()
+    image_id = _stored_image(store, path)
+    if image_id is not None:
+        return _library_reference(store, image_id, run_ids)
+    if not path.exists():
+        raise MllmretError(f"--like {text}: no such file, and no image of the library has this path or id")
+    if not path.is_file():
+        raise MllmretError(f"--like {text}: not a file (give one image)")
+    if path.suffix.lower() not in SUFFIXES:
+        raise MllmretError(f"--like {text}: not an image file type ({path.suffix or 'no suffix'})")
+    try:
+        image = open_image(path)
+    except ImageError as e:
+        raise MllmretError(f"--like {text}: {e}") from None
+    if captioner is None:
+        captioner, chosen = reference_captioner(store, run_ids, backend, model,
+                                                prompt if isinstance(prompt, str) else None)
+        prompt = prompt if isinstance(prompt, Prompt) else chosen
+    elif not isinstance(prompt, Prompt):
+        prompt = load_prompt(prompt or DEFAULT_PROMPT)
+    absolute = str(path.absolute())
+    if add:
+        return _add(store, path, captioner, prompt, grid, run_ids)
+    check = getattr(captioner, "check", None)
+    if check is not None:
+        check()
+    [raw] = captioner.describe([image], prompt.text)
+    parsed = parse_output(raw)
+    described = embedding_text([(parsed.tags, parsed.caption)])
+    if not described:
+        raise MllmretError(f"--like {text}: the captioner ({captioner.backend} {captioner.model_id}) said "
+                           "nothing about it")
+    return Reference(None, absolute, described, "captioned")
+
+
+def _add(store: Store, path: Path, captioner: Captioner, prompt: Prompt, grid: str,
+         run_ids: Sequence[int] | None) -> Reference:
+    from ..pipeline import caption_paths
+
+    summary = caption_paths(store, [path], captioner, prompt, grid=grid, progress=False)
+    if summary.failed:
+        raise MllmretError(f"--like {path}: could not add it: {summary.failed[0].reason}")
+    image_id = _stored_image(store, path)
+    if image_id is None:
+        raise MllmretError(f"--like {path}: captioned, but not found in the library afterwards")
+    runs = None if run_ids is None else sorted({*run_ids, summary.run_id})
+    ref = _library_reference(store, image_id, runs)
+    return Reference(ref.image_id, ref.path, ref.text, "added")
+
+
+def _image_exists(store: Store, image_id: int) -> bool:
+    return store.db.execute("SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is not None
+
+
+def _library_reference(store: Store, image_id: int, run_ids: Sequence[int] | None) -> Reference:
+    text = image_text(store, image_id, run_ids)
+    if not text:
+        which = "" if run_ids is None else " in the selected runs (--run/--model)"
+        raise MllmretError(f"--like: image {image_id} has no tags or captions{which} to start from")
+    row = store.image_row(image_id)
+    return Reference(image_id, row["path"] or row["external_id"], text, "library")
+
+
+def _stored_image(store: Store, path: Path) -> int | None:
+    """The library image a file path names: its path as stored, the same file by resolved path, or the
+    same content (sha256) when the file exists."""
+    absolute, resolved = str(path.absolute()), str(path.resolve())
+    for candidate in dict.fromkeys([absolute, resolved]):
+        row = store.file_row(candidate)
+        if row and row["image_id"] and row["status"] == "ok":
+            return int(row["image_id"])
+    rows = store.db.execute(
+        "SELECT path, image_id FROM files WHERE status = 'ok' AND image_id IS NOT NULL AND "
+        "(path = ? OR path LIKE ? ESCAPE '\\')", [path.name, "%/" + _like_escape(path.name)]).fetchall()
+    for stored, image_id in rows:
+        if str(Path(stored).resolve()) == resolved:
+            return int(image_id)
+    if path.is_file():
+        try:
+            sha = sha256_file(path)
+        except ImageError:
+            return None
+        row = store.db.execute("SELECT id FROM images WHERE sha256 = ?", [sha]).fetchone()
+        if row:
+            return int(row[0])
+    return None
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# composing and searching
+def modification_text(modification: str) -> str:
+    """The modification with search operators read as words: -word as "without word", +word as word."""
+    text = _NEG_OPERATOR.sub(lambda m: f", without {m.group(1) or m.group(2)},", modification or "")
+    return " ".join(_OPERATOR_MARKS.sub("", text).split())
+
+
+def compose_like(reference_text: str, modification: str, rewriter: Rewriter | None = None) -> Composition:
+    """The rule-based composition (`edits.compose`), or the rewriter's description when it gives one."""
+    cq = compose(reference_text, modification_text(modification))
+    rules = Composition(terms=cq.terms, weights=cq.weights, exclude=cq.exclude, kept=cq.kept,
+                        dropped=cq.dropped, added=cq.added, text=cq.text)
+    if rewriter is None:
+        return rules
+    try:
+        described = rewriter.rewrite(reference_text, modification)
+    except RewriteError as e:
+        return replace(rules, warning=f"rewrite failed ({e}); using the rule-based composition")
+    words = list(dict.fromkeys(tokenize(described)))
+    if not words:
+        return replace(rules, warning=f"the rewrite {described!r} has no words to search for; using the "
+                       "rule-based composition")
+    ref = list(dict.fromkeys(tokenize(reference_text)))
+    said = set(words)
+    ref_set = set(ref)
+    return Composition(terms=tuple(words), weights=(1.0,) * len(words),
+                       exclude=tuple(t for t in cq.exclude if t not in said),
+                       kept=tuple(t for t in ref if t in said),
+                       dropped=tuple(t for t in ref if t not in said),
+                       added=tuple(t for t in words if t not in ref_set), text=described, rewrite=described)
+
+
+def search_like(searcher: Searcher, reference: Reference, modification: str, k: int = 10,
+                mode: str | None = None, rewriter: Rewriter | None = None,
+                query_vector: np.ndarray | None = None) -> LikeResult:
+    """Images like the reference, changed as the modification says; never the reference itself.
+
+    `query_vector` replaces the embedded composed text in semantic and hybrid modes (a learned composer's
+    output, in the embedder's space); keyword ranking still uses the composed terms."""
+    composition = compose_like(reference.text, modification, rewriter)
+    q = composition.query()
+    if q.empty and (query_vector is None or (mode or searcher.mode) == "keyword"):
+        raise MllmretError("nothing left to search for: the modification removes every word of the "
+                           "reference and adds none")
+    skip = () if reference.image_id is None else (reference.image_id,)
+    results = searcher.search(q, k, mode, weights=composition.weight_map(), exclude_ids=skip,
+                              query_vector=query_vector)
+    return LikeResult(reference, modification, composition, results)
