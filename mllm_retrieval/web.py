@@ -4,6 +4,8 @@ SQLite connections stay on the thread that opened them, so every database call r
 thread (`Library`); thumbnails are made on the server's thread pool and cached in the data dir.
 Images are served only by their id in the database, from a file that was indexed and is unchanged.
 Search runs in any of the CLI's modes (keyword, semantic, hybrid); the server's default is `serve --mode`.
+With `like=ID`, a search is composed ("more like this, but …", `composed.like`): the image of the library
+with that id is the reference and `q` the modification; only images already in the library can be one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import config
+from .composed.like import Composition, Reference, compose_like, image_text, search_like
 from .details import card_info, image_detail, indexed_file, library_summary
 from .embedding import EmbedderError
 from .errors import ImageError, MllmretError
@@ -72,6 +75,24 @@ class SearchResult(BaseModel):
     similarity: float | None
 
 
+class LikeInfo(BaseModel):
+    """The reference of a composed search and what became of its words (`modification` is `q`)."""
+
+    image_id: int
+    path: str | None
+    external_id: str | None
+    width: int | None
+    height: int | None
+    thumbnail: str | None
+    url: str
+    modification: str
+    kept: list[str]  # reference words searched for (at half weight)
+    dropped: list[str]  # reference words the modification removes
+    added: list[str]  # words of the modification that are not the reference's
+    excluded: list[str]  # words no result may hold (as -word)
+    composed: str  # the text semantic ranking embeds
+
+
 class SearchPage(BaseModel):
     """A page of results; `empty` names why there are none (no_database, no_captions, no_words)."""
 
@@ -85,6 +106,7 @@ class SearchPage(BaseModel):
     empty: str | None = None
     message: str | None = None
     hint: str | None = None
+    like: LikeInfo | None = None  # a composed search's reference and words
 
 
 class Library:
@@ -119,7 +141,7 @@ class Library:
         return f"mllmret caption ~/Pictures{db}"
 
 
-def _search(lib: Library, q: str, k: int, offset: int, mode: str) -> dict[str, Any]:
+def _search(lib: Library, q: str, k: int, offset: int, mode: str, like: int | None = None) -> dict[str, Any]:
     page: dict[str, Any] = {"query": q, "mode": mode, "default_mode": lib.mode, "k": k, "offset": offset,
                             "results": [], "has_more": False}
     store = lib.open()
@@ -127,15 +149,65 @@ def _search(lib: Library, q: str, k: int, offset: int, mode: str) -> dict[str, A
         where = "no database yet" if store is None else "no captions yet"
         return {**page, "empty": "no_database" if store is None else "no_captions",
                 "message": f"{where} at {lib.path}: describe your photos first", "hint": lib.hint()}
+    if like is not None:
+        return _search_like(lib, store, page, like)
     if parse_query(q).empty:
         return {**page, "empty": "no_words",
                 "message": "type at least one word to look for (-word only excludes)"}
+    results = _searcher(lib, store, mode).search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
+    return _fill(page, store, results)
+
+
+def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int) -> dict[str, Any]:
+    """The page for `like=image_id`: images like the reference, changed as `q` says; never the reference."""
+    reference = _reference(store, image_id)
+    modification, mode, k, offset = page["query"], page["mode"], page["k"], page["offset"]
+    composition = compose_like(reference.text, modification)
+    page["like"] = _like_info(store, image_id, modification, composition)
+    if composition.query().empty:
+        return {**page, "empty": "no_words", "message": "nothing left to search for: the modification "
+                "removes every word of the reference and adds none"}
+    searcher = _searcher(lib, store, mode)
+    found = search_like(searcher, reference, modification, min(offset + k + 1, MAX_RESULTS + 1), mode)
+    return _fill(page, store, found.results)
+
+
+def _reference(store: Store, image_id: int) -> Reference:
+    """An image of the library as a reference; never a file path (the page has no uploads)."""
+    row = store.db.execute("SELECT path, external_id FROM images WHERE id = ?", [image_id]).fetchone()
+    if row is None:
+        raise HTTPException(404, f"no such image in this database (like={image_id})")
+    text = image_text(store, image_id)
+    if not text:
+        raise HTTPException(422, f"image {image_id} has no tags or captions to start from")
+    return Reference(image_id, row[0] or row[1], text, "library")
+
+
+def _like_info(store: Store, image_id: int, modification: str, c: Composition) -> dict[str, Any]:
+    """The `like` object: the reference (as a card shows it) and the composition's words."""
+    row = store.image_row(image_id)
+    extra = card_info(store, [image_id]).get(image_id, {})
+    return {"image_id": image_id, "path": row["path"], "external_id": row["external_id"],
+            "width": row["width"], "height": row["height"],
+            "thumbnail": f"/api/images/{image_id}/thumbnail" if extra.get("has_file") else None,
+            "url": f"/api/images/{image_id}", "modification": modification, "kept": list(c.kept),
+            "dropped": list(c.dropped), "added": list(c.added), "excluded": list(c.exclude),
+            "composed": c.text}
+
+
+def _searcher(lib: Library, store: Store, mode: str) -> Searcher:
+    """The library's one Searcher, made on first use; the embedder loaded when `mode` needs it."""
     if lib.searcher is None:
         lib.searcher = Searcher(store, None, mode=lib.mode, embedder=lib.embedder,
                                 min_similarity=MIN_SIMILARITY)
     if mode != "keyword":
         _load_embedder(lib.searcher)
-    results = lib.searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
+    return lib.searcher
+
+
+def _fill(page: dict[str, Any], store: Store, results: list) -> dict[str, Any]:
+    """The page's slice of `results` (offset, k) as cards, and whether there are more."""
+    k, offset = page["k"], page["offset"]
     shown = results[offset:offset + k]
     info = card_info(store, [r.image_id for r in shown])
     for r in shown:
@@ -182,6 +254,15 @@ def _image_id(text: str) -> int:
     """A database id from the URL; anything but a plain integer is simply not found."""
     if not (text.isascii() and text.isdigit() and len(text) <= 18):
         raise HTTPException(404, "no such image: ids are the integers that search returns")
+    return int(text)
+
+
+def _like_id(text: str | None) -> int | None:
+    """The `like` parameter: an image id (as for /api/images/{id}), never a path or a file."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise HTTPException(400, "bad request (like: an image id, the integer image_id that search returns)")
     return int(text)
 
 
@@ -252,9 +333,11 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
         offset: int = Query(0, ge=0, le=MAX_RESULTS, description="Results to skip (pagination)."),
         mode: Annotated[Mode | None, Query(description="keyword (BM25), semantic (meaning) or hybrid (both, "
                                            "fused); default: the server's (`serve --mode`).")] = None,
+        like: str | None = Query(None, max_length=40, description="An image id: images like it, changed as "
+                                 "`q` says ('without people, at sunset'; empty `q`: more like it)."),
     ) -> dict[str, Any]:
-        """Rank images by their tags and captions; each with matched words or similarity, best tile, tags."""
-        return await lib.run(_search, q, k, offset, mode or lib.mode)
+        """Rank images by their tags and captions; with `like`: images like that one, changed as `q` says."""
+        return await lib.run(_search, q, k, offset, mode or lib.mode, _like_id(like))
 
     @app.get("/api/images/{image_id}")
     async def image(image_id: str) -> dict[str, Any]:

@@ -223,6 +223,77 @@ def test_captions_and_queries_are_shown_as_text(page, tmp_path):
         shot(page, "07-hostile-captions")
 
 
+def test_more_like_this_but_from_a_card_and_from_the_image_view(page, tmp_path):
+    db, _ = build_library(tmp_path)
+    with Server(db) as server:
+        page.goto(f"{server.url}/?q=tile")
+        cards(page, 4)
+        split = card(page, "split.png")
+        split_id = split.get_attribute("data-image-id")
+        button = split.get_by_role("button", name="More like this, but…")
+        button.click()
+        field = split.get_by_role("textbox", name="How the photos should differ from split.png")
+        assert field.evaluate("el => el === document.activeElement")
+        assert field.get_attribute("placeholder") == "without people, at sunset"
+        assert button.get_attribute("aria-expanded") == "true"
+        field.press("Escape")  # closes the input, keeps the results
+        assert field.is_hidden() and button.get_attribute("aria-expanded") == "false"
+        assert button.evaluate("el => el === document.activeElement") and page.url.endswith("/?q=tile")
+
+        button.click()
+        field.fill("without red")
+        shot(page, "11-like-input")
+        field.press("Enter")
+        page.wait_for_selector("#like .composition")
+        cards(page, 2)
+        assert sorted(names(page)) == ["blue.jpg", "green.png"]  # not the reference, nothing holding red
+        assert page.url.endswith(f"/?q=tile&like={split_id}&but=without+red")
+        strip = page.locator("#like")
+        assert "More like split.png, but" in strip.inner_text()
+        assert strip.locator("q").inner_text() == "without red"
+        assert strip.locator(".word.kept").all_inner_texts() == ["size64x64", "tile"]
+        assert strip.locator(".word.dropped").all_inner_texts() == ["red"]
+        assert strip.locator(".word.excluded").all_inner_texts() == ["red"]
+        assert strip.locator(".like-thumb img").evaluate("im => im.complete && im.naturalWidth > 0")
+        assert page.locator("#status").inner_text().startswith("2 images like split.png, but “without red”")
+        assert page.input_value("#q") == "tile"
+        shot(page, "12-like-results")
+
+        page.reload()  # the URL holds it all
+        cards(page, 2)
+        assert strip.locator(".word.excluded").all_inner_texts() == ["red"]
+        page.go_back()
+        cards(page, 4)
+        assert strip.is_hidden() and page.url.endswith("/?q=tile")
+        page.go_forward()
+        cards(page, 2)
+        chip(card(page, "green.png"), "green").click()  # a chip adds its word to the modification
+        page.wait_for_function("() => location.search.endsWith('but=without+red%3B+green')")
+        page.wait_for_selector("#like .word.added")
+        assert strip.locator(".word.added").all_inner_texts() == ["green"] and names(page)[0] == "green.png"
+        assert "in" in chip(card(page, "green.png"), "green").locator("..").get_attribute("class").split()
+        page.go_back()
+        cards(page, 2)
+        strip.get_by_role("button", name="Clear").click()
+        cards(page, 4)
+        assert strip.is_hidden() and page.url.endswith("/?q=tile")
+
+        green_id = card(page, "green.png").get_attribute("data-image-id")
+        card(page, "green.png").locator(".thumb").click()  # the image view has the button too
+        page.wait_for_selector("#view .tile")
+        page.locator("#view").get_by_role("button", name="More like this, but…").click()
+        page.locator("#view").get_by_role("textbox").fill(IMG_TAG)
+        shot(page, "13-like-in-the-image-view")
+        page.locator("#view").get_by_role("button", name="Search", exact=True).click()
+        page.wait_for_selector("#like .composition")
+        assert page.locator("#view").is_hidden() and "green.png" not in names(page)
+        assert page.url.endswith(f"like={green_id}&but=%3Cimg+src%3Dx+onerror%3Dalert%281%29%3E")
+        assert strip.locator("q").inner_text() == IMG_TAG  # the modification is text, never HTML
+        assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
+        assert "src" in strip.locator(".word.added").all_inner_texts()
+        shot(page, "14-like-from-the-image")
+
+
 def test_empty_state_names_the_command_to_run(page, tmp_path):
     with Server(tmp_path / "none.db") as server:
         page.goto(f"{server.url}/?q=cat")

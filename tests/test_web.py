@@ -273,6 +273,90 @@ def test_an_embedder_that_cannot_load_is_one_line_of_json(shared_library, tiny_s
             assert r.status_code == 200 and len(r.json()["results"]) == 2
 
 
+def like(client, image_id, q: str = "", **params) -> dict:
+    """A "more like this, but …" search: `q` is the modification."""
+    r = client.get("/api/search", params={"like": image_id, "q": q, **params})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_more_like_this_but_says_what_it_composed_and_leaves_the_reference_out(shared_client):
+    ids = ids_by_name(shared_client)
+    page = like(shared_client, ids["blue.jpg"], "green instead of blue")
+    ref = page["like"]
+    assert ref["image_id"] == ids["blue.jpg"] and ref["path"].endswith("blue.jpg")
+    assert (ref["width"], ref["height"], ref["external_id"]) == (400, 300, None)
+    assert ref["thumbnail"] == f"/api/images/{ids['blue.jpg']}/thumbnail"
+    assert ref["url"] == f"/api/images/{ids['blue.jpg']}"
+    assert ref["modification"] == page["query"] == "green instead of blue" and page["mode"] == "keyword"
+    assert (ref["dropped"], ref["added"], ref["excluded"]) == (["blue"], ["green"], ["blue"])
+    assert {"size400x300", "tile", "evil", "script"} <= set(ref["kept"]) and "blue" not in ref["kept"]
+    assert ref["composed"].startswith("green ") and page["empty"] is None
+    hits = page["results"]
+    assert "blue.jpg" not in map(name, hits) and sorted(map(name, hits[:2])) == ["green.png", "split.png"]
+    assert hits[0]["matched"][0] == "green" and [h["rank"] for h in hits] == list(range(1, len(hits) + 1))
+    assert all(h["thumbnail"] and h["tags"] for h in hits)
+
+
+def test_more_like_this_with_no_change_searches_the_reference_words_and_pages(shared_client):
+    ids = ids_by_name(shared_client)
+    page = like(shared_client, ids["red.png"], k=100)
+    ref = page["like"]
+    assert ref["kept"] == ["red", "size64x48", "tile"]
+    assert ref["dropped"] == ref["added"] == ref["excluded"] == []
+    hits = page["results"]
+    assert [name(h) for h in hits] == ["split.png", "green.png", "blue.jpg"]  # red.png itself: never
+    pages = [like(shared_client, ids["red.png"], k=2, offset=o) for o in (0, 2)]
+    assert [p["has_more"] for p in pages] == [True, False] and all(p["like"] == ref for p in pages)
+    assert [h["image_id"] for p in pages for h in p["results"]] == [h["image_id"] for h in hits]
+    assert [h["rank"] for h in pages[1]["results"]] == [3]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("change", ["without red", "-red", "no red"])
+def test_a_removed_word_excludes_every_image_holding_it_in_every_mode(hybrid_client, mode, change):
+    ids = ids_by_name(hybrid_client)
+    page = like(hybrid_client, ids["split.png"], change, mode=mode)
+    assert page["mode"] == mode and page["like"]["excluded"] == ["red"] and page["like"]["dropped"] == ["red"]
+    found = set(map(name, page["results"]))
+    assert {"green.png", "blue.jpg"} <= found and not found & {"red.png", "split.png"}
+    assert all("red" not in h["tags"] and "red" not in h["matched"] for h in page["results"])
+
+
+def test_nothing_left_to_search_for_is_an_empty_page_not_an_error(shared_client):
+    red = ids_by_name(shared_client)["red.png"]
+    page = like(shared_client, red, "without red, size64x48 or tile")
+    assert page["empty"] == "no_words" and page["results"] == [] and "nothing left" in page["message"]
+    assert page["like"]["kept"] == [] and page["like"]["added"] == []
+
+
+@pytest.mark.parametrize("bad", ["abc", "1.0", "-1", "+1", " 1", "1_0", "0x1", "\uff11", "/etc/passwd",
+                                 "../../etc/passwd", "red.png", "9" * 19, ""])
+def test_like_takes_only_an_image_id(shared_client, bad):
+    r = shared_client.get("/api/search", params={"like": bad, "q": "tile"})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+    assert r.json()["error"].startswith("bad request (like:") and "root:" not in r.text
+
+
+def test_like_an_unknown_image_or_one_without_text(client, library):
+    r = client.get("/api/search", params={"like": "99999", "q": "tile"})
+    assert r.status_code == 404 and r.json() == {"error": "no such image in this database (like=99999)"}
+    with Store(library[0]) as store:
+        bare = store.add_image(None, None, 10, 10, external_id="no-captions")
+    r = client.get("/api/search", params={"like": str(bare)})
+    assert r.status_code == 422 and "no tags or captions" in r.json()["error"]
+    outside = client.get("/api/search", params={"q": "passwd"}).json()["results"][0]
+    page = like(client, outside["image_id"], "a tile")  # an imported image without a file: a reference too
+    assert page["like"]["thumbnail"] is None and page["like"]["path"] == "/etc/passwd"
+    assert page["like"]["added"] == ["tile"] and len(page["results"]) == 4
+
+
+def test_like_before_there_is_a_library(tmp_path):
+    with TestClient(create_app(tmp_path / "none.db", mode="keyword"), base_url="http://127.0.0.1") as c:
+        page = c.get("/api/search", params={"like": "1"}).json()
+        assert page["empty"] == "no_database" and page["like"] is None
+
+
 def test_openapi_schema_and_no_cdn_pages(shared_client):
     client = shared_client
     schema = client.get("/api/openapi.json").json()
@@ -280,6 +364,8 @@ def test_openapi_schema_and_no_cdn_pages(shared_client):
     assert paths <= set(schema["paths"])
     [mode] = [p for p in schema["paths"]["/api/search"]["get"]["parameters"] if p["name"] == "mode"]
     assert mode["schema"]["anyOf"][0]["enum"] == list(MODES)
+    like_ = schema["components"]["schemas"]["LikeInfo"]["properties"]
+    assert {"image_id", "thumbnail", "kept", "dropped", "added", "excluded"} <= set(like_)
     assert client.get("/docs").status_code == 404
     for name in ("index.html", "app.js", "style.css"):
         text = client.get(f"/static/{name}").text

@@ -1,4 +1,5 @@
-// mllmret web page: search, refine with tag chips, view one image. Plain DOM, no dependencies.
+// mllmret web page: search, refine with tag chips, view one image, search for more like an image but
+// changed ("more like this, but …"). Plain DOM, no dependencies.
 // Every text from the server (paths, tags, captions, raw model output) is set with textContent,
 // never parsed as HTML.
 "use strict";
@@ -11,7 +12,11 @@ const state = {
   query: null, offset: 0, results: [], hasMore: false, loading: false, seq: 0, scrollY: 0, fromResults: false,
   mode: null, // the URL's mode (null: the server's default), shownMode: the mode the results were ranked in
   shownMode: null, defaultMode: null,
+  like: null, but: null, // the URL's reference image id and modification ("more like this, but …")
+  reference: null, // the server's `like` object: the reference and what became of its words
 };
+let closeOpenLikeForm = null; // closes the one open "More like this, but…" input
+let likeForms = 0;
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -54,22 +59,45 @@ function refined(query, word, exclude) {
 }
 
 function chipState(query, word) {
+  if (state.like !== null) return likeChipState(word);
   const part = parts(query).find((p) => p.word === word.toLowerCase());
   return part ? (part.sign === "-" ? "out" : "in") : "";
 }
 
-// ---- navigation: the URL holds the query, the mode (unless the server's default) and the open image
-function urlFor(query, imageId = null, mode = state.mode) {
+function likeChipState(word) {
+  const c = state.reference;
+  const w = word.toLowerCase();
+  return !c ? "" : c.excluded.includes(w) ? "out" : c.added.includes(w) ? "in" : "";
+}
+
+// a chip's word added to a modification: "-word" excludes it; an added word follows "; " so that it is
+// not read as part of a negation before it ("without red; green" adds green, "without red green" does not)
+function likeRefined(but, word, exclude) {
+  if (likeChipState(word) === (exclude ? "out" : "in")) return but;
+  const part = (exclude ? "-" : "") + asQueryWord(word);
+  return but ? `${but}${exclude ? " " : "; "}${part}` : part;
+}
+
+function activeText() {
+  return (state.like !== null ? state.but : state.query) || "";
+}
+
+// ---- navigation: the URL holds the query, a reference to search like (like=ID) and how the results
+// should differ from it (but=…), the mode (unless the server's default) and the open image
+function urlFor({ query = state.query, like = state.like, but = state.but, image = null, mode = state.mode } = {}) {
   const params = new URLSearchParams();
   if (query) params.set("q", query);
+  if (like !== null) params.set("like", like);
+  if (like !== null && but) params.set("but", but);
   if (mode) params.set("mode", mode);
-  if (imageId !== null) params.set("image", imageId);
+  if (image !== null) params.set("image", image);
   const search = params.toString();
   return search ? `/?${search}` : "/";
 }
 
-function go(query, imageId = null, mode = state.mode) {
-  const url = urlFor(query.trim(), imageId, mode);
+function go(changes = {}) {
+  const trim = ([key, value]) => [key, typeof value === "string" ? value.trim() : value];
+  const url = urlFor(Object.fromEntries(Object.entries(changes).map(trim)));
   if (url !== location.pathname + location.search) history.pushState(null, "", url);
   render();
 }
@@ -79,17 +107,20 @@ async function render() {
   const query = params.get("q") || "";
   const mode = params.get("mode") || null;
   const imageId = params.get("image");
+  const like = params.get("like");
+  const but = like === null ? null : params.get("but") || "";
   $("q").value = query;
   showMode(mode);
-  document.title = query ? `${query} – mllmret` : "mllmret";
-  const changed = query !== state.query || mode !== state.mode;
+  document.title = like !== null ? `like #${like}${but ? `, but ${but}` : ""} – mllmret`
+    : query ? `${query} – mllmret` : "mllmret";
+  const changed = query !== state.query || mode !== state.mode || like !== state.like || but !== state.but;
   if (imageId !== null) {
-    if (changed) runSearch(query, mode);
+    if (changed) runSearch(query, mode, like, but);
     return showImage(imageId);
   }
   state.fromResults = false;
   hideImage();
-  if (changed) await runSearch(query, mode);
+  if (changed) await runSearch(query, mode, like, but);
 }
 
 // ---- search mode: hybrid, keyword or semantic ("Meaning") -------------------------------------
@@ -107,7 +138,7 @@ function learnDefaultMode(mode) {
 async function changeMode() {
   const chosen = $("mode").value;
   if (!state.defaultMode) await api("/api/library").then((lib) => learnDefaultMode(lib.mode), () => {});
-  go($("q").value, null, chosen === state.defaultMode ? null : chosen);
+  go({ query: $("q").value, mode: chosen === state.defaultMode ? null : chosen });
 }
 
 function formatScore(r, mode) {
@@ -122,9 +153,12 @@ function scoreTitle(r, mode) {
 }
 
 // ---- search results ---------------------------------------------------------------------------
-async function runSearch(query, mode = null) {
+async function runSearch(query, mode = null, like = null, but = null) {
   state.query = query;
   state.mode = mode;
+  state.like = like;
+  state.but = but;
+  state.reference = null;
   state.offset = 0;
   state.results = [];
   state.hasMore = false;
@@ -132,7 +166,8 @@ async function runSearch(query, mode = null) {
   $("results").replaceChildren();
   $("more").hidden = true;
   $("empty").hidden = true;
-  if (!query.trim()) return showHome();
+  likeStrip();
+  if (like === null && !query.trim()) return showHome();
   await loadPage();
 }
 
@@ -142,12 +177,14 @@ async function loadPage() {
   state.loading = true;
   setStatus(state.offset ? "Loading more…" : "Searching…");
   try {
-    const params = new URLSearchParams({ q: state.query, k: PAGE, offset: state.offset });
+    const params = new URLSearchParams({ q: activeText(), k: PAGE, offset: state.offset });
+    if (state.like !== null) params.set("like", state.like);
     if (state.mode) params.set("mode", state.mode);
     const data = await api(`/api/search?${params}`);
     if (seq !== state.seq) return;
     learnDefaultMode(data.default_mode);
     state.shownMode = data.mode;
+    if (data.like && !state.reference) likeStrip(data.like);
     if (data.empty) {
       if (data.empty === "no_words") return setStatus(data.message, "error");
       setStatus("");
@@ -158,16 +195,24 @@ async function loadPage() {
     state.hasMore = data.has_more;
     $("results").append(...data.results.map((r) => card(r, data.mode)));
     $("more").hidden = !state.hasMore || !$("view").hidden;
-    const count = `${state.results.length}${state.hasMore ? "+" : ""}`;
-    setStatus(state.results.length
-      ? `${count} image${state.results.length === 1 ? "" : "s"} for “${state.query}”`
-      : `No images match “${state.query}”. Remove a word or an exclusion (-word), or try another word` +
-        (data.mode === "keyword" ? ", or search by meaning (Hybrid or Meaning)." : "."));
+    setStatus(resultsStatus(data.mode));
   } catch (error) {
     if (seq === state.seq) setStatus(`Error: ${error.message}`, "error");
   } finally {
     if (seq === state.seq) state.loading = false;
   }
+}
+
+function resultsStatus(mode) {
+  const n = state.results.length;
+  const count = `${n}${state.hasMore ? "+" : ""} image${n === 1 && !state.hasMore ? "" : "s"}`;
+  const byMeaning = mode === "keyword" ? ", or search by meaning (Hybrid or Meaning)." : ".";
+  if (state.like !== null) {
+    const like = `like ${referenceName()}${state.but ? `, but “${state.but}”` : ""}`;
+    return n ? `${count} ${like}` : `No images ${like}. Change or remove words of the change${byMeaning}`;
+  }
+  return n ? `${count} for “${state.query}”`
+    : `No images match “${state.query}”. Remove a word or an exclusion (-word), or try another word${byMeaning}`;
 }
 
 function setStatus(text, kind = "") {
@@ -214,16 +259,19 @@ function picture(r, maxWidth, maxHeight, src, loading = "lazy") {
   return frame;
 }
 
+// a chip adds its word to the query, or to the change of a "more like this, but …" search
 function chips(tags, { onChange = null } = {}) {
   return el("div", { class: "chips" }, tags.map((tag) => {
-    const mark = chipState(state.query || "", tag);
+    const mark = chipState(activeText(), tag);
+    const target = state.like !== null ? "the change" : "the query";
     const change = (exclude) => (event) => {
       event.preventDefault();
       if (onChange) onChange();
-      go(refined(state.query || "", tag, exclude));
+      if (state.like !== null) go({ but: likeRefined(state.but || "", tag, exclude) });
+      else go({ query: refined(state.query || "", tag, exclude) });
     };
     return el("span", { class: `chip ${mark}`.trim() },
-      el("button", { type: "button", class: "add", title: `Add “${tag}” to the query`, onclick: change(false) }, tag),
+      el("button", { type: "button", class: "add", title: `Add “${tag}” to ${target}`, onclick: change(false) }, tag),
       el("button", { type: "button", class: "exclude", title: `Exclude “${tag}” (-${tag})`,
         "aria-label": `Exclude ${tag}`, onclick: change(true) }, "−"));
   }));
@@ -238,24 +286,109 @@ function howMatched(r) {
   return [r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null, where];
 }
 
-function card(r, mode) {
-  const open = (event) => {
+function opener(imageId) {
+  return (event) => {
     if (event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey) return;
     event.preventDefault();
-    go(state.query, r.image_id);
+    go({ image: imageId });
     state.fromResults = true;
   };
+}
+
+function card(r, mode) {
   const frame = picture(r, THUMB.width, THUMB.height, r.thumbnail);
   if (r.box && r.width && r.height) frame.append(boxDiv(r.box, r.width, r.height, "box best"));
   return el("article", { class: "card", "data-image-id": r.image_id },
-    el("a", { class: "thumb", href: urlFor(state.query, r.image_id), onclick: open, title: r.path || r.external_id },
-      frame),
+    el("a", { class: "thumb", href: urlFor({ image: r.image_id }), onclick: opener(r.image_id),
+      title: r.path || r.external_id }, frame),
     el("div", { class: "meta" },
       el("span", { class: "rank", text: `#${r.rank}` }),
       el("span", { class: "score", title: scoreTitle(r, mode), text: formatScore(r, mode) }),
       el("span", { class: "name", title: r.path || "", text: displayName(r) })),
     el("div", { class: "matched" }, howMatched(r)),
-    chips(r.tags));
+    chips(r.tags),
+    likeControl(r.image_id, displayName(r)));
+}
+
+// ---- "more like this, but …": a button that opens a small input; the strip above the results --
+function likeControl(imageId, name) {
+  const id = `like-form-${++likeForms}`;
+  const button = el("button", { type: "button", class: "like-open", "aria-expanded": "false", "aria-controls": id,
+    title: "Search for photos like this one, changed as you say" }, "More like this, but…");
+  const input = el("input", { type: "text", name: "but", autocomplete: "off", spellcheck: "false", maxlength: 2000,
+    placeholder: "without people, at sunset", "aria-label": `How the photos should differ from ${name}` });
+  const form = el("form", { id, class: "like-form", hidden: true, "aria-label": `More like ${name}, but…` },
+    input, el("button", { type: "submit" }, "Search"));
+  const close = () => {
+    form.hidden = true;
+    button.setAttribute("aria-expanded", "false");
+    if (closeOpenLikeForm === close) closeOpenLikeForm = null;
+  };
+  button.addEventListener("click", () => {
+    if (!form.hidden) return close();
+    if (closeOpenLikeForm) closeOpenLikeForm();
+    form.hidden = false;
+    button.setAttribute("aria-expanded", "true");
+    closeOpenLikeForm = close;
+    input.focus();
+  });
+  form.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    event.preventDefault();
+    event.stopPropagation(); // Esc closes the input, not the image view
+    close();
+    button.focus();
+  });
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    close();
+    go({ like: String(imageId), but: input.value });
+  });
+  return el("div", { class: "like-control" }, button, form);
+}
+
+function referenceName() {
+  return state.reference ? displayName(state.reference) : `image ${state.like}`;
+}
+
+function likeStrip(info = null) {
+  const strip = $("like");
+  if (info) state.reference = info;
+  strip.hidden = state.like === null || !$("view").hidden;
+  if (state.like === null) return strip.replaceChildren();
+  const ref = state.reference;
+  const title = el("p", { class: "like-title" }, "More like ", el("strong", { text: referenceName() }),
+    state.but ? [", but ", el("q", { text: state.but })] : null);
+  strip.replaceChildren(
+    el("a", { class: "like-thumb", href: urlFor({ image: state.like }), onclick: opener(state.like),
+      title: `Open ${referenceName()}` }, ref ? picture(ref, 96, 72, ref.thumbnail) : null),
+    el("div", { class: "like-body" }, title, ref ? composition(ref) : null),
+    el("button", { type: "button", class: "clear", onclick: () => go({ like: null, but: null }),
+      title: "Back to the search (or home) without this photo" }, "× Clear"));
+}
+
+const WORD_GROUPS = [
+  ["kept", "words of the photo that are searched for (at half weight)"],
+  ["dropped", "words of the photo the change removes"],
+  ["added", "new words that are searched for"],
+  ["excluded", "no result holds these words"],
+];
+
+function composition(info) {
+  const groups = WORD_GROUPS.filter(([key]) => info[key].length);
+  return el("p", { class: "composition" }, groups.map(([key, meaning], i) => [
+    i ? el("span", { class: "sep", "aria-hidden": "true", text: "·" }) : null,
+    el("span", { class: "label", title: meaning, text: key }),
+    wordList(key, info[key]),
+  ]));
+}
+
+function wordList(key, words, max = 16) {
+  const word = (w) => el("span", { class: `word ${key}`, text: w });
+  if (words.length <= max) return words.map(word);
+  const more = el("button", { type: "button", class: "word more", title: `Show all ${key} words`,
+    onclick: () => more.replaceWith(...words.slice(max).map(word)) }, `+${words.length - max} more`);
+  return [...words.slice(0, max).map(word), more];
 }
 
 // ---- home and empty states --------------------------------------------------------------------
@@ -290,7 +423,7 @@ function showEmpty(message, command) {
 // ---- one image --------------------------------------------------------------------------------
 async function showImage(id) {
   if ($("view").hidden) state.scrollY = window.scrollY;
-  for (const part of ["results", "empty", "status"]) $(part).hidden = true;
+  for (const part of ["results", "empty", "status", "like"]) $(part).hidden = true;
   $("more").hidden = true;
   const view = $("view");
   view.hidden = false;
@@ -307,7 +440,7 @@ async function showImage(id) {
 
 function backToResults() {
   if (state.fromResults) history.back(); // the results' own history entry, scroll position kept
-  else go(state.query || "");
+  else go();
 }
 
 function backButton() {
@@ -344,7 +477,8 @@ function imageView(d) {
   return [
     el("div", { class: "view-head" }, backButton(), el("h2", { text: title }),
       hit ? el("span", { class: "score", title: scoreTitle(hit, state.shownMode),
-        text: `#${hit.rank} · ${formatScore(hit, state.shownMode)}` }) : null),
+        text: `#${hit.rank} · ${formatScore(hit, state.shownMode)}` }) : null,
+      likeControl(d.id, title)),
     el("p", { class: "facts", text: facts.join(" · ") }),
     el("div", { class: "view-body" }, el("div", { class: "figure" }, frame), el("div", { class: "tiles" }, tiles)),
   ];
@@ -356,6 +490,7 @@ function hideImage() {
   $("view").replaceChildren();
   for (const part of ["results", "status"]) $(part).hidden = false;
   $("empty").hidden = !$("empty").childElementCount;
+  $("like").hidden = state.like === null;
   $("more").hidden = !state.hasMore;
   window.scrollTo(0, state.scrollY);
 }
@@ -365,11 +500,11 @@ function start() {
   $("search").addEventListener("submit", (event) => {
     event.preventDefault();
     state.query = null; // searching again on submit picks up captions added meanwhile
-    go($("q").value);
+    go({ query: $("q").value, like: null, but: null });
   });
   $("home").addEventListener("click", (event) => {
     event.preventDefault();
-    go("");
+    go({ query: "", like: null, but: null });
   });
   $("mode").addEventListener("change", changeMode);
   $("more").addEventListener("click", () => loadPage());
