@@ -192,6 +192,11 @@ def export(
     typer.echo(f"exported {n} captions", err=True)
 
 
+class Composer(str, Enum):
+    rules = "rules"
+    learned = "learned"
+
+
 class SearchMode(str, Enum):
     keyword = "keyword"
     semantic = "semantic"
@@ -252,6 +257,13 @@ def search(
     rewrite_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds to wait for the rewrite (one retry at most).",
         rich_help_panel="Like this photo, but …")] = 30.0,
+    composer: Annotated[Composer, typer.Option(
+        help="With --like: rules = edit-aware word composition; learned = also rank by meaning with the "
+        "vector of a trained composer (`mllmret train-composer`), in semantic/hybrid mode.",
+        rich_help_panel="Like this photo, but …")] = Composer.rules,
+    composer_path: Annotated[Path | None, typer.Option(
+        help="Checkpoint for --composer learned [default: composers/fashioniq.safetensors in the data dir].",
+        rich_help_panel="Like this photo, but …")] = None,
     db: DbOption = None,
 ) -> None:
     """Rank images by their tags and captions (BM25, meaning, or both), with the matched words and tile.
@@ -272,7 +284,8 @@ def search(
     if like is None:
         like_only = {"--add": add, "--caption-backend": caption_backend, "--caption-model": caption_model,
                      "--caption-prompt": caption_prompt, "--rewrite-with": rewrite_with,
-                     "--rewrite-model": rewrite_model}
+                     "--rewrite-model": rewrite_model, "--composer learned": composer is Composer.learned,
+                     "--composer-path": composer_path}
         given = [name for name, value in like_only.items() if value]
         if given:
             raise _fail(f"{given[0]} goes with --like REF")
@@ -290,7 +303,8 @@ def search(
                                 caption_backend=caption_backend, caption_model=caption_model,
                                 caption_prompt=caption_prompt, rewrite_with=rewrite_with,
                                 rewrite_model=rewrite_model, rewrite_prompt=rewrite_prompt,
-                                rewrite_timeout=rewrite_timeout)
+                                rewrite_timeout=rewrite_timeout,
+                                composer=(composer_path or True) if composer is Composer.learned else None)
         results = searcher.search(parsed, k)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
@@ -309,10 +323,21 @@ def _print_results(results, as_json: bool, mode: SearchMode) -> None:
 def _search_like(store, searcher, run_ids, like: str, modification: str, k: int, as_json: bool,
                  mode: SearchMode, *, add: bool, caption_backend: str | None, caption_model: str | None,
                  caption_prompt: str | None, rewrite_with: str | None, rewrite_model: str | None,
-                 rewrite_prompt: str, rewrite_timeout: float) -> None:
-    """`search --like`: resolve the reference, compose, search, print the composition then the results."""
+                 rewrite_prompt: str, rewrite_timeout: float, composer: Path | bool | None = None) -> None:
+    """`search --like`: resolve the reference, compose, search, print the composition then the results.
+
+    `composer` is None for the rules alone, else the learned composer's checkpoint (True: the default)."""
     from .composed.like import resolve_reference, search_like
     from .composed.rewrite import Rewriter
+
+    learned = None
+    if composer is not None:
+        from .composed.composer import LearnedComposer
+        from .config import composer_path
+
+        if mode is SearchMode.keyword:
+            raise _fail("--composer learned ranks by meaning: use --mode hybrid or semantic")
+        learned = LearnedComposer.load(composer_path() if composer is True else composer)
 
     rewriter = None
     if rewrite_with is not None:  # a bad URL or prompt is an error before any captioning
@@ -322,7 +347,10 @@ def _search_like(store, searcher, run_ids, like: str, modification: str, k: int,
         raise _fail("--rewrite-model goes with --rewrite-with URL")
     reference = resolve_reference(store, like, run_ids, backend=caption_backend, model=caption_model,
                                   prompt=caption_prompt, add=add)
-    result = search_like(searcher, reference, modification, k, rewriter=rewriter)
+    vector = None
+    if learned is not None:
+        vector = learned.query_vector(searcher.semantic.embedder, reference.text, modification)
+    result = search_like(searcher, reference, modification, k, rewriter=rewriter, query_vector=vector)
     warning = result.composition.warning
     if warning:
         typer.echo(f"Warning: {warning}", err=True)
@@ -394,6 +422,9 @@ def eval_(
         Device.auto),
     out: Annotated[Path, typer.Option(help="Folder for results.json and PR plots.")] = Path("eval/out"),
     results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
+    composer: Annotated[Path | None, typer.Option(
+        help="With --task composed: add the learned rows of this `mllmret train-composer` checkpoint.")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     db: DbOption = None,
 ) -> None:
@@ -404,7 +435,8 @@ def eval_(
         from .composed import evaluate as ce
 
         result = ce.run_composed(dataset or "cirr", data_dir, str(captions) if captions else None,
-                                 modes.split(","), embedder, device.value, not quiet, rep.command_line(ctx))
+                                 modes.split(","), embedder, device.value, not quiet, rep.command_line(ctx),
+                                 composer=composer)
         typer.echo(ce.format_table(result))
         written = [ce.write_json(result, out / "results.json")]
         if results_md is not None:
@@ -413,6 +445,8 @@ def eval_(
         return
     if task != "retrieval":
         raise MllmretError(f"--task is retrieval or composed, not {task!r}")
+    if composer is not None:
+        raise MllmretError("--composer goes with --task composed")
     from .evaluation.runner import EvalConfig, run_eval
 
     result = run_eval(EvalConfig(
@@ -427,6 +461,51 @@ def eval_(
     if results_md is not None:
         written.append(rep.update_markdown(result, results_md))
     typer.echo("wrote " + ", ".join(map(str, written)), err=True)
+
+
+@app.command("train-composer")
+def train_composer(
+    data_dir: Annotated[Path | None, typer.Option(
+        help="The composed-retrieval data (its fashioniq/ folder is read) [default: ../shared/data].")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Checkpoint to write [default: composers/fashioniq.safetensors in the data dir].")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training queries.")] = 12,
+    batch_size: Annotated[int, typer.Option(min=2, help="Queries per step (the in-batch negatives).")] = 256,
+    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 1e-3,
+    hidden: Annotated[int, typer.Option(min=1, help="Width of the gate and residual MLPs.")] = 512,
+    holdout: Annotated[float, typer.Option(
+        min=0.0, max=0.5, help="Fraction of training queries held out to pick the epoch.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    embedder: Annotated[str | None, typer.Option(
+        envvar="MLLMRET_EMBEDDER", help="sentence-transformers model whose vectors are composed "
+        "[default: the packaged all-MiniLM-L6-v2]; search and eval must use the same.")] = None,
+    device: Annotated[Device, typer.Option(help="Where the embedder runs.")] = Device.auto,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train the learned composer (TIRG-style) on the FashionIQ train split, for `search --like` and eval.
+
+    Reads official/cap.*.train.json and the BLIP-2 captions of the train images (never the val split
+    that `mllmret eval --task composed --dataset fashioniq` scores); a few CPU minutes, most of them
+    embedding the texts."""
+    from .composed.benchmarks import fashioniq_triplets
+    from .composed.composer import train_composer as train
+    from .config import composer_path
+    from .embedding import Embedder
+
+    triplets, files = fashioniq_triplets(data_dir, "train")
+    typer.echo(f"{len(triplets)} training queries from {len(files) // 2} FashionIQ categories", err=True)
+    emb = Embedder(embedder, device=None if device is Device.auto else device.value)
+    composer, report = train(triplets, emb, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+                             holdout=holdout, seed=seed, progress=not quiet)
+    composer.meta["trained_on"] = "FashionIQ train (" + ", ".join(sorted({t.group for t in triplets})) + ")"
+    path = composer.save(out or composer_path())
+    if report.holdout_r10:
+        typer.echo(f"held-out R@10 (among {report.n_holdout} held-out targets): un-learned r+m "
+                   f"{100 * report.baseline_r10:.1f}, learned {100 * max(report.holdout_r10):.1f} "
+                   f"(epoch {report.best_epoch} of {epochs})")
+    typer.echo(f"embedding {report.embed_seconds:.0f} s, training {report.train_seconds:.0f} s; wrote {path}")
 
 
 @app.command()

@@ -24,6 +24,11 @@ def db_path() -> Path:
     return Path(env) if env else data_dir() / DB_NAME
 
 
+def composer_path() -> Path:
+    """Where `mllmret train-composer` saves, and `--composer learned` looks, by default."""
+    return data_dir() / "composers" / "fashioniq.safetensors"
+
+
 def prompts_dir() -> Path:
     """The folder of bundled prompt files."""
     return Path(__file__).parent / "prompts"

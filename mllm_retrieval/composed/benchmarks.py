@@ -78,6 +78,14 @@ def default_root() -> Path | None:
     return base / "composed" if base is not None and (base / "composed").is_dir() else None
 
 
+def _composed_root(root: Path | None) -> Path:
+    """The composed-data folder: `root` itself, or its composed/ subfolder (../shared/data works too)."""
+    root = root or default_root()
+    if root is None:
+        raise BenchmarkError("no composed data: give --data-dir (the folder of ../shared/data/composed)")
+    return root / "composed" if (root / "composed").is_dir() else root
+
+
 def load_cirr(root: Path, captions: str = "blip2") -> Benchmark:
     """CIRR val: cap.rc2.val.json queries over the split.rc2.val.json gallery."""
     if captions not in CIRR_CAPTIONS:
@@ -148,9 +156,7 @@ def load_genecis(root: Path, tasks=GENECIS_TASKS) -> Benchmark:
 
 def load(dataset: str, root: Path | None = None, captions: str | None = None) -> Benchmark:
     """One of DATASETS from `root` (default ../shared/data/composed)."""
-    root = root or default_root()
-    if root is None:
-        raise BenchmarkError("no composed data: give --data-dir (the folder of ../shared/data/composed)")
+    root = _composed_root(root)
     if dataset == "cirr":
         return load_cirr(root, captions or "blip2")
     if captions not in (None, "blip2") and dataset == "fashioniq":
@@ -160,3 +166,27 @@ def load(dataset: str, root: Path | None = None, captions: str | None = None) ->
     if dataset == "genecis":
         return load_genecis(root)
     raise BenchmarkError(f"--dataset for --task composed is one of {', '.join(DATASETS)}, not {dataset!r}")
+
+
+def fashioniq_triplets(root: Path | None = None, split: str = "train",
+                       categories=FASHIONIQ_CATEGORIES) -> tuple[list, list[Path]]:
+    """FashionIQ queries of a split as composer.Triplet (BLIP-2 captions as image text), and the files read.
+
+    The modification is the two sentences joined by " and " (as evaluation reads them); each sentence alone
+    is an alternative phrasing for training. Queries whose reference or target has no caption are skipped."""
+    from .composer import Triplet
+
+    root = _composed_root(root)
+    out, files = [], []
+    for cat in categories:
+        cap_file = root / "fashioniq" / "official" / f"cap.{cat}.{split}.json"
+        text_file = root / "fashioniq" / "dqu_cir_blip2" / f"image_captions_{cat}_{split}.json"
+        texts, queries = _read(text_file), _read(cap_file)
+        files += [cap_file, text_file]
+        for q in queries:
+            ref, tgt = texts.get(q.get("candidate")), texts.get(q.get("target"))
+            sentences = tuple(s.strip() for s in q.get("captions") or () if s and s.strip())
+            if ref and tgt and sentences:
+                out.append(Triplet(str(ref), " and ".join(sentences), str(tgt), cat,
+                                   sentences if len(sentences) > 1 else ()))
+    return out, files

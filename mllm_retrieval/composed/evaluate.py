@@ -2,7 +2,8 @@
 
 Every gallery image is its caption (from other captioners, see benchmarks.py). Conditions, side by side:
 the modification only; the reference image's caption only; reference caption + modification (one text);
-and the edit-aware composition of edits.compose (reference words minus removed ones, plus added ones).
+the edit-aware composition of edits.compose (reference words minus removed ones, plus added ones); and,
+given a trained composer (composer.py), the learned composition of the reference and modification vectors.
 Modes: keyword = BM25 (SparseEngine.score_all), semantic = cosine of sentence embeddings (Embedder),
 hybrid = RRF of the two (fusion.rrf_scores). Edit-aware keyword ranks by weighted BM25 of the composed
 terms; edit-aware semantic embeds ComposedQuery.text; images holding an excluded (removed) word are
@@ -32,6 +33,8 @@ CONDITIONS = (("mod", "modification only"), ("ref", "reference caption only"),
               ("ref+mod", "reference caption + modification"), ("edit", "edit-aware composition"))
 MODES = ("keyword", "semantic", "hybrid")
 EDIT_MODES = ("keyword", "hybrid")  # the edit-aware rows worth reporting (semantic shown for completeness)
+LEARNED = ("learned", "learned composer (TIRG-style, trained)")
+LEARNED_MODES = ("semantic", "hybrid")  # its vector alone; fused (RRF) with ref+mod BM25
 
 REFERENCES = {
     "cirr": [
@@ -86,26 +89,28 @@ class _Vectors:
         return self.vecs[self.index[text]]
 
 
-def _row_labels(modes: Sequence[str]) -> list[tuple[str, str]]:
+def _row_labels(modes: Sequence[str], learned: bool = False) -> list[tuple[str, str]]:
     rows = []
     for cond, _ in CONDITIONS:
         for mode in modes:
             if cond == "edit" and mode not in EDIT_MODES:
                 continue
             rows.append((cond, mode))
+    if learned:
+        rows += [(LEARNED[0], mode) for mode in LEARNED_MODES]
     return rows
 
 
 def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedder=None,
-                   progress: bool = False) -> dict:
-    """Mean metrics per (condition, mode) row over the split's queries."""
+                   progress: bool = False, composer=None) -> dict:
+    """Mean metrics per (condition, mode) row over the split's queries (learned rows with a composer)."""
     pos = {g: i for i, g in enumerate(split.gallery)}
     texts = [split.texts.get(g, "") for g in split.gallery]
     engine = SparseEngine()
     engine.add([tokenize(t) for t in texts])
     ks, subset_ks = bench.ks, bench.subset_ks
     queries = [q for q in split.queries if q.targets[0] in pos]
-    semantic = any(m in ("semantic", "hybrid") for m in modes)
+    semantic = any(m in ("semantic", "hybrid") for m in modes) or composer is not None
     ref_text = {q.qid: split.texts.get(q.reference, "") for q in queries}
     composed = {q.qid: compose(ref_text[q.qid], q.modification) for q in queries}
     vectors = gallery_vecs = None
@@ -116,7 +121,12 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
                        composed[q.qid].text]
         vectors = _Vectors(embedder, needed, progress)
         gallery_vecs = np.stack([vectors[t] for t in texts])
-    rows = _row_labels(modes)
+    learned = {}
+    if composer is not None and queries:
+        qvecs = composer.compose_vectors(np.stack([vectors[ref_text[q.qid]] for q in queries]),
+                                         np.stack([vectors[q.modification] for q in queries]))
+        learned = {q.qid: v for q, v in zip(queries, qvecs, strict=True)}
+    rows = _row_labels(modes, learned=composer is not None)
     sums = {r: {} for r in rows}
     for q in queries:
         cq = composed[q.qid]
@@ -137,11 +147,15 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
                       "ref+mod": f"{ref_text[q.qid]} {q.modification}", "edit": cq.text}
         cache: dict[tuple[str, str], np.ndarray] = {}
 
-        def scores(cond: str, mode: str, cq=cq, query_text=query_text, excluded=excluded, cache=cache):
+        def scores(cond: str, mode: str, cq=cq, query_text=query_text, excluded=excluded, cache=cache,
+                   qid=q.qid):
             key = (cond, mode)
             if key in cache:
                 return cache[key]
-            if mode == "keyword":
+            if cond == LEARNED[0]:
+                s = (gallery_vecs @ learned[qid] if mode == "semantic"
+                     else rrf_scores([scores("ref+mod", "keyword"), scores(cond, "semantic")]))
+            elif mode == "keyword":
                 s = (engine.score_all(cq.terms, cq.weights) if cond == "edit"
                      else engine.score_all(tokenize(query_text[cond])))
             elif mode == "semantic":
@@ -169,8 +183,10 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
 
 def run_composed(dataset: str, data_dir: Path | None = None, captions: str | None = None,
                  modes: Sequence[str] = MODES, embedder=None, device: str | None = None,
-                 progress: bool = True, command: str = "") -> dict:
-    """Evaluate every row on every split of a benchmark; returns the results dict (results.json)."""
+                 progress: bool = True, command: str = "", composer: str | Path | None = None) -> dict:
+    """Evaluate every row on every split of a benchmark; returns the results dict (results.json).
+
+    `composer` is a checkpoint of `mllmret train-composer`: adds the learned rows (its embedder is used)."""
     from .. import __version__
     from ..embedding import Embedder
     from ..errors import MllmretError
@@ -178,12 +194,22 @@ def run_composed(dataset: str, data_dir: Path | None = None, captions: str | Non
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise MllmretError(f"--modes takes {', '.join(MODES)}, not {', '.join(bad)}")
+    learned, composer_info = None, None
+    if composer is not None:
+        from .composer import LearnedComposer
+
+        learned = LearnedComposer.load(composer)
+        composer_info = {"file": Path(composer).name, "sha256": _sha256(Path(composer).expanduser()),
+                         "embedder": learned.embedder, "trained_on": learned.meta.get("trained_on"),
+                         "best_epoch": learned.meta.get("report", {}).get("best_epoch")}
     bench = load(dataset, data_dir, captions)
     emb = None
-    if any(m != "keyword" for m in modes):
+    if any(m != "keyword" for m in modes) or learned is not None:
         emb = embedder if embedder is not None and not isinstance(embedder, str) else Embedder(
             embedder, device=device)
-    splits = {s.name: evaluate_split(s, bench, modes, emb, progress) for s in bench.splits}
+    if learned is not None:
+        learned.check_embedder(getattr(emb, "name", None))
+    splits = {s.name: evaluate_split(s, bench, modes, emb, progress, learned) for s in bench.splits}
     labels = list(next(iter(splits.values()))["rows"])
     average = None
     if bench.average_splits and len(splits) > 1:
@@ -198,6 +224,7 @@ def run_composed(dataset: str, data_dir: Path | None = None, captions: str | Non
                      "python": platform.python_version()},
         "data_files": {str(p): _sha256(p) for s in bench.splits for p in s.files},
         "splits": splits, "average": average, "references": REFERENCES.get(dataset, []),
+        "composer": composer_info,
     }
 
 
@@ -275,6 +302,12 @@ def markdown_section(result: dict) -> str:
         f"modification removes, weight {result['ref_weight']:g}, plus the words it adds, weight 1; images "
         "holding a removed word are demoted below the others). Modes: keyword = BM25; semantic = cosine of "
         f"{result['embedder'] or '-'} embeddings; hybrid = RRF (k={result['rrf_k']:g}) of the two.",
+        *([f"- learned = the TIRG-style composer `{c['file']}` (sha256 {c['sha256'][:12]}…, trained by "
+           f"`mllmret train-composer` on {c['trained_on'] or 'its training set'}; never on this evaluation "
+           f"split; epoch {c['best_epoch']} picked on held-out training queries) composing the "
+           f"{c['embedder']} vectors of the reference caption and the modification; learned / hybrid = "
+           "RRF of its ranking and the ref+mod BM25 ranking."]
+          if (c := result.get("composer")) else []),
         "- Reference figures (**other systems or other runs, not ours**):",
         *(f"  - {r}" for r in result["references"]),
         "- Data files (sha256): " + "; ".join(f"`{Path(p).name}` {h[:16]}…"
