@@ -171,3 +171,9 @@ def test_real_cirr_val_bm25_is_in_the_readme_ballpark():
     rows = evaluate_split(split, bench, ["keyword"])["rows"]
     assert 25.0 <= rows["ref+mod / keyword"]["R@10"] <= 55.0
     assert rows["ref+mod / keyword"]["R@50"] > rows["ref+mod / keyword"]["R@10"]
+
+
+def test_a_word_the_modification_repeats_is_listed_as_added_not_kept():
+    cq = compose("a red long dress", "make it red and short")
+    assert cq.kept == ("long", "dress") and set(cq.added) == {"red", "short"}
+    assert dict(zip(cq.terms, cq.weights, strict=True))["red"] == 1.0

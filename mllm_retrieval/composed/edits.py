@@ -89,7 +89,7 @@ class ComposedQuery:
     terms: tuple[str, ...]  # kept + added, deduplicated, added first
     weights: tuple[float, ...]  # per term: 1.0 for added, REF_WEIGHT for kept reference words
     exclude: tuple[str, ...]  # removed words that the modification does not also add
-    kept: tuple[str, ...]  # reference words kept
+    kept: tuple[str, ...]  # reference words kept (a word the modification also says is listed as added)
     dropped: tuple[str, ...]  # reference words removed by the edit
     added: tuple[str, ...]  # words from the modification
 
@@ -203,11 +203,11 @@ def compose(reference: str, modification: str, ref_weight: float = REF_WEIGHT) -
     edit = parse_edit(modification)
     ref = list(dict.fromkeys(tokenize(reference or "")))
     removed = set(edit.remove)
-    kept = tuple(t for t in ref if t not in removed)
-    dropped = tuple(t for t in ref if t in removed)
     added = edit.add
-    terms = tuple(dict.fromkeys([*added, *kept]))
     added_set = set(added)
+    kept = tuple(t for t in ref if t not in removed and t not in added_set)  # a word is kept or added
+    dropped = tuple(t for t in ref if t in removed)
+    terms = tuple(dict.fromkeys([*added, *kept]))
     weights = tuple(1.0 if t in added_set else ref_weight for t in terms)
     exclude = tuple(t for t in edit.remove if t not in added_set)
     return ComposedQuery(terms=terms, weights=weights, exclude=exclude, kept=kept, dropped=dropped,
