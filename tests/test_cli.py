@@ -8,18 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from mllm_retrieval.cli import app
-
-runner = CliRunner()
-
-
-def mllmret(*args, ok=True):
-    result = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + str(result.exception)
-    return result
+from cli_helpers import mllmret
 
 
 def test_caption_search_export_import_on_real_photos(coco_images, tiny_llava, tmp_path):

@@ -8,14 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+from cli_helpers import mllmret
 from fakes import FakeCaptioner
+from library_helpers import PARK, add_library
 from PIL import Image
 from test_fusion import FakeEmbedder
 from test_search import FILLER, add
-from typer.testing import CliRunner
 
 from mllm_retrieval.captioners import register, unregister
-from mllm_retrieval.cli import app
 from mllm_retrieval.composed.like import (
     compose_like,
     image_text,
@@ -33,15 +33,6 @@ from mllm_retrieval.search import Searcher
 from mllm_retrieval.store import Store
 from mllm_retrieval.tiling import Box
 
-runner = CliRunner()
-
-
-def mllmret(*args, ok=True):
-    result = runner.invoke(app, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + str(result.exception)
-    return result
-
 
 def names(results):
     return [r.path.rsplit("/", 1)[1].removesuffix(".jpg") for r in results]
@@ -50,16 +41,11 @@ def names(results):
 @pytest.fixture
 def park(store):
     """A dog on a leash in a park (the reference), and images sharing some of it."""
-    ids = {
-        "ref": add(store, "ref", "Tags: dog, leash, park\nCaption: A dog on a leash in a park."),
-        "dogpark": add(store, "dogpark", "Tags: dog, park\nCaption: A dog running in a park."),
-        "leashed": add(store, "leashed", "Tags: dog, leash, grass\nCaption: A dog with a leash on grass."),
-        "snowdog": add(store, "snowdog", "Tags: dog, snow\nCaption: A dog in the snow."),
-        "catpark": add(store, "catpark", "Tags: cat, park\nCaption: A cat in a park."),
-    }
-    for i, text in enumerate(FILLER):
-        add(store, f"filler{i}", f"Caption: {text}.")
-    return ids
+    return add_library(store, {
+        **PARK,
+        "snowdog": "Tags: dog, snow\nCaption: A dog in the snow.",
+        "catpark": "Tags: cat, park\nCaption: A cat in a park.",
+    })
 
 
 # references

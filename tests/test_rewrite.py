@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 
 import pytest
-from test_openai_backend import FakeServer, Reply, _Handler, _Server, answer
-from test_search import FILLER, add
+from library_helpers import PARK, add_library
+from stub_server import Reply, answer, serve
 from typer.testing import CliRunner
 
 from mllm_retrieval.cli import app
@@ -30,16 +29,8 @@ def _no_env_keys(monkeypatch):
 
 @pytest.fixture
 def server():
-    httpd = _Server(("127.0.0.1", 0), _Handler)
-    httpd.fake = FakeServer()
-    httpd.fake.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield httpd.fake
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve() as fake:
+        yield fake
 
 
 def closed_port() -> int:
@@ -53,15 +44,7 @@ def rewriter(server, **kw) -> Rewriter:
 
 
 def fill(store) -> dict[str, int]:
-    ids = {
-        "ref": add(store, "ref", "Tags: dog, leash, park\nCaption: A dog on a leash in a park."),
-        "dogpark": add(store, "dogpark", "Tags: dog, park\nCaption: A dog running in a park."),
-        "leashed": add(store, "leashed", "Tags: dog, leash, grass\nCaption: A dog with a leash on grass."),
-        "cat": add(store, "cat", "Tags: cat, sofa\nCaption: A cat asleep on a sofa."),
-    }
-    for i, text in enumerate(FILLER):
-        add(store, f"filler{i}", f"Caption: {text}.")
-    return ids
+    return add_library(store, {**PARK, "cat": "Tags: cat, sofa\nCaption: A cat asleep on a sofa."})
 
 
 @pytest.mark.parametrize("spec, model, expected", [

@@ -6,7 +6,6 @@ import base64
 import io
 import logging
 import os
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -14,13 +13,14 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from ..chat_http import RETRY_STATUS as RETRY_STATUS  # re-exported: it was defined here
+from ..chat_http import post_with_retries
 from ..errors import BackendError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 MAX_SIDE = 2048
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
 class OpenAICaptioner:
@@ -80,29 +80,13 @@ class OpenAICaptioner:
             "temperature": 0,
         }
         url = f"{self.base_url}/chat/completions"
-        last, hint = "", None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self._delay(attempt, hint))
-                hint = None
-            try:
-                response = client.post(url, json=payload)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g}s"
-                continue
-            except httpx.TransportError as e:
-                last = f"cannot connect to {self.base_url} ({e})"
-                continue
-            if response.status_code in RETRY_STATUS:
-                last = f"HTTP {response.status_code}"
-                hint = response.headers.get("retry-after")
-                continue
-            if response.status_code >= 400:
-                raise BackendError(
-                    f"{url} refused the request: HTTP {response.status_code} {_message(response)}"
-                )
-            return _content(response)
-        raise BackendError(f"{url} failed {self.retries + 1} times, last: {last}; rerun to resume")
+        response = post_with_retries(client, url, payload, self.retries, self._delay, self.timeout,
+                                     lambda e: f"cannot connect to {self.base_url} ({e})")
+        if isinstance(response, str):
+            raise BackendError(f"{url} failed {self.retries + 1} times, last: {response}; rerun to resume")
+        if response.status_code >= 400:
+            raise BackendError(f"{url} refused the request: HTTP {response.status_code} {_message(response)}")
+        return _content(response)
 
     def _delay(self, attempt: int, hint: str | None) -> float:
         if hint and hint.replace(".", "", 1).isdigit():

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import time
 from urllib.parse import urlsplit
 
 import httpx
 
-from ..captioners.openai_compat import RETRY_STATUS
+from ..chat_http import post_with_retries
 from ..errors import MllmretError
 from ..prompts import load_prompt
 
@@ -105,29 +104,19 @@ class Rewriter:
         }
         url = f"{self.base_url}/chat/completions"
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        last = ""
         with httpx.Client(timeout=self.timeout, headers=headers) as client:
-            for attempt in range(self.retries + 1):
-                if attempt:
-                    time.sleep(self.backoff)
-                try:
-                    response = client.post(url, json=payload)
-                except httpx.TimeoutException:
-                    last = f"timed out after {self.timeout:g}s"
-                    continue
-                except httpx.TransportError as e:
-                    last = f"cannot connect ({type(e).__name__}: {e})"
-                    continue
-                except (httpx.HTTPError, httpx.InvalidURL, OSError) as e:  # no point retrying
-                    raise RewriteError(f"{url}: {type(e).__name__}: {e}") from None
-                if response.status_code in RETRY_STATUS:
-                    last = f"HTTP {response.status_code}"
-                    continue
-                if response.status_code >= 400:
-                    raise RewriteError(f"{url} refused the request: HTTP {response.status_code} "
-                                       f"{response.text[:200]!r}")
-                return clean_answer(_content(response))
-        raise RewriteError(f"{url} failed {self.retries + 1} time(s), last: {last}")
+            try:
+                response = post_with_retries(
+                    client, url, payload, self.retries, lambda *_: self.backoff, self.timeout,
+                    lambda e: f"cannot connect ({type(e).__name__}: {e})")
+            except (httpx.HTTPError, httpx.InvalidURL, OSError) as e:  # no point retrying
+                raise RewriteError(f"{url}: {type(e).__name__}: {e}") from None
+            if isinstance(response, str):
+                raise RewriteError(f"{url} failed {self.retries + 1} time(s), last: {response}")
+            if response.status_code >= 400:
+                raise RewriteError(f"{url} refused the request: HTTP {response.status_code} "
+                                   f"{response.text[:200]!r}")
+            return clean_answer(_content(response))
 
 
 def _content(response: httpx.Response) -> str:
