@@ -192,6 +192,11 @@ def export(
     typer.echo(f"exported {n} captions", err=True)
 
 
+class ComposerKind(str, Enum):
+    tirg = "tirg"
+    encoder = "encoder"
+
+
 class Composer(str, Enum):
     rules = "rules"
     learned = "learned"
@@ -262,7 +267,8 @@ def search(
         "vector of a trained composer (`mllmret train-composer`), in semantic/hybrid mode.",
         rich_help_panel="Like this photo, but …")] = Composer.rules,
     composer_path: Annotated[Path | None, typer.Option(
-        help="Checkpoint for --composer learned [default: composers/fashioniq.safetensors in the data dir].",
+        help="Checkpoint for --composer learned: a fine-tuned encoder folder or a TIRG .safetensors "
+        "[default: the data dir's composers/fashioniq-encoder, else composers/fashioniq.safetensors].",
         rich_help_panel="Like this photo, but …")] = None,
     db: DbOption = None,
 ) -> None:
@@ -292,6 +298,13 @@ def search(
         parsed = parse_query(text)
         if parsed.empty:
             raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
+    learned = None
+    if like is not None and composer is Composer.learned:
+        if mode is SearchMode.keyword:
+            raise _fail("--composer learned ranks by meaning: use --mode hybrid or semantic")
+        learned = _load_composer(composer_path)
+        if learned.kind == "encoder":  # the library is searched with the fine-tuned encoder's vectors
+            embedder = embedder or str(learned.path)
     with _store(db) as store:
         if not store.has_captions():
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
@@ -304,7 +317,7 @@ def search(
                                 caption_prompt=caption_prompt, rewrite_with=rewrite_with,
                                 rewrite_model=rewrite_model, rewrite_prompt=rewrite_prompt,
                                 rewrite_timeout=rewrite_timeout,
-                                composer=(composer_path or True) if composer is Composer.learned else None)
+                                composer=learned)
         results = searcher.search(parsed, k)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
@@ -323,21 +336,14 @@ def _print_results(results, as_json: bool, mode: SearchMode) -> None:
 def _search_like(store, searcher, run_ids, like: str, modification: str, k: int, as_json: bool,
                  mode: SearchMode, *, add: bool, caption_backend: str | None, caption_model: str | None,
                  caption_prompt: str | None, rewrite_with: str | None, rewrite_model: str | None,
-                 rewrite_prompt: str, rewrite_timeout: float, composer: Path | bool | None = None) -> None:
+                 rewrite_prompt: str, rewrite_timeout: float, composer=None) -> None:
     """`search --like`: resolve the reference, compose, search, print the composition then the results.
 
-    `composer` is None for the rules alone, else the learned composer's checkpoint (True: the default)."""
+    `composer` is None for the rules alone, else a loaded learned composer (composed.composer)."""
     from .composed.like import resolve_reference, search_like
     from .composed.rewrite import Rewriter
 
-    learned = None
-    if composer is not None:
-        from .composed.composer import LearnedComposer
-        from .config import composer_path
-
-        if mode is SearchMode.keyword:
-            raise _fail("--composer learned ranks by meaning: use --mode hybrid or semantic")
-        learned = LearnedComposer.load(composer_path() if composer is True else composer)
+    learned = composer
 
     rewriter = None
     if rewrite_with is not None:  # a bad URL or prompt is an error before any captioning
@@ -362,6 +368,17 @@ def _search_like(store, searcher, run_ids, like: str, modification: str, k: int,
         typer.echo(f"no images like {like} match {modification!r}", err=True)
         return
     _print_results(result.results, as_json, mode)
+
+
+def _load_composer(path: Path | None):
+    """--composer-path, else the data dir's fine-tuned encoder if trained, else its TIRG checkpoint."""
+    from .composed.composer import load_composer
+    from .config import composer_path
+
+    if path is None:
+        encoder = composer_path("encoder")
+        path = encoder if encoder.is_dir() else composer_path("tirg")
+    return load_composer(path)
 
 
 def format_composition(result) -> str:
@@ -422,8 +439,9 @@ def eval_(
         Device.auto),
     out: Annotated[Path, typer.Option(help="Folder for results.json and PR plots.")] = Path("eval/out"),
     results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
-    composer: Annotated[Path | None, typer.Option(
-        help="With --task composed: add the learned rows of this `mllmret train-composer` checkpoint.")
+    composer: Annotated[list[Path] | None, typer.Option(
+        help="With --task composed: add the learned rows of this `mllmret train-composer` output (a TIRG "
+        ".safetensors or an encoder folder); repeatable.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     db: DbOption = None,
@@ -436,7 +454,7 @@ def eval_(
 
         result = ce.run_composed(dataset or "cirr", data_dir, str(captions) if captions else None,
                                  modes.split(","), embedder, device.value, not quiet, rep.command_line(ctx),
-                                 composer=composer)
+                                 composers=composer or ())
         typer.echo(ce.format_table(result))
         written = [ce.write_json(result, out / "results.json")]
         if results_md is not None:
@@ -445,7 +463,7 @@ def eval_(
         return
     if task != "retrieval":
         raise MllmretError(f"--task is retrieval or composed, not {task!r}")
-    if composer is not None:
+    if composer:
         raise MllmretError("--composer goes with --task composed")
     from .evaluation.runner import EvalConfig, run_eval
 
@@ -468,12 +486,20 @@ def train_composer(
     data_dir: Annotated[Path | None, typer.Option(
         help="The composed-retrieval data (its fashioniq/ folder is read) [default: ../shared/data].")
     ] = None,
+    kind: Annotated[ComposerKind, typer.Option(
+        help="tirg: a small fusion head over frozen sentence vectors (seconds after embedding); encoder: "
+        "fine-tune the sentence encoder itself on 'reference [SEP] modification' (better, ~8 CPU min per "
+        "epoch; it then embeds the library too).")] = ComposerKind.tirg,
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Checkpoint to write [default: composers/fashioniq.safetensors in the data dir].")
+        "--out", "-o", help="Where to write [default: composers/fashioniq.safetensors (tirg) or "
+        "composers/fashioniq-encoder/ (encoder) in the data dir].")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training queries.")] = 12,
-    batch_size: Annotated[int, typer.Option(min=2, help="Queries per step (the in-batch negatives).")] = 256,
-    lr: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 1e-3,
+    epochs: Annotated[int | None, typer.Option(
+        min=1, help="Passes over the training queries [default: tirg 12, encoder 2].")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        min=2, help="Queries per step, the in-batch negatives [default: tirg 256, encoder 64].")] = None,
+    lr: Annotated[float | None, typer.Option(
+        min=0.0, help="AdamW learning rate [default: tirg 1e-3, encoder 3e-5].")] = None,
     hidden: Annotated[int, typer.Option(min=1, help="Width of the gate and residual MLPs.")] = 512,
     holdout: Annotated[float, typer.Option(
         min=0.0, max=0.5, help="Fraction of training queries held out to pick the epoch.")] = 0.1,
@@ -484,25 +510,35 @@ def train_composer(
     device: Annotated[Device, typer.Option(help="Where the embedder runs.")] = Device.auto,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Train the learned composer (TIRG-style) on the FashionIQ train split, for `search --like` and eval.
+    """Train a learned composer on the FashionIQ train split, for `search --like --composer learned` and eval.
 
     Reads official/cap.*.train.json and the BLIP-2 captions of the train images (never the val split
-    that `mllmret eval --task composed --dataset fashioniq` scores); a few CPU minutes, most of them
-    embedding the texts."""
+    that `mllmret eval --task composed --dataset fashioniq` scores); 10% of the training queries pick
+    the epoch."""
+    from .composed import composer as cm
     from .composed.benchmarks import fashioniq_triplets
-    from .composed.composer import train_composer as train
     from .config import composer_path
     from .embedding import Embedder
 
     triplets, files = fashioniq_triplets(data_dir, "train")
     typer.echo(f"{len(triplets)} training queries from {len(files) // 2} FashionIQ categories", err=True)
-    emb = Embedder(embedder, device=None if device is Device.auto else device.value)
-    composer, report = train(triplets, emb, epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
-                             holdout=holdout, seed=seed, progress=not quiet)
-    composer.meta["trained_on"] = "FashionIQ train (" + ", ".join(sorted({t.group for t in triplets})) + ")"
-    path = composer.save(out or composer_path())
+    trained_on = "FashionIQ train (" + ", ".join(sorted({t.group for t in triplets})) + ")"
+    if kind is ComposerKind.encoder:
+        epochs = epochs or 2
+        composer, report = cm.finetune_encoder(
+            triplets, embedder, out or composer_path("encoder"), epochs=epochs, batch_size=batch_size or 64,
+            lr=lr or 3e-5, holdout=holdout, seed=seed, progress=not quiet, trained_on=trained_on)
+        path, before = composer.path, "before fine-tuning"
+    else:
+        epochs = epochs or 12
+        emb = Embedder(embedder, device=None if device is Device.auto else device.value)
+        composer, report = cm.train_composer(triplets, emb, epochs=epochs, batch_size=batch_size or 256,
+                                             lr=lr or 1e-3, hidden=hidden, holdout=holdout, seed=seed,
+                                             progress=not quiet)
+        composer.meta["trained_on"] = trained_on
+        path, before = composer.save(out or composer_path("tirg")), "un-learned r+m"
     if report.holdout_r10:
-        typer.echo(f"held-out R@10 (among {report.n_holdout} held-out targets): un-learned r+m "
+        typer.echo(f"held-out R@10 (among {report.n_holdout} held-out targets): {before} "
                    f"{100 * report.baseline_r10:.1f}, learned {100 * max(report.holdout_r10):.1f} "
                    f"(epoch {report.best_epoch} of {epochs})")
     typer.echo(f"embedding {report.embed_seconds:.0f} s, training {report.train_seconds:.0f} s; wrote {path}")

@@ -24,9 +24,9 @@ def db_path() -> Path:
     return Path(env) if env else data_dir() / DB_NAME
 
 
-def composer_path() -> Path:
-    """Where `mllmret train-composer` saves, and `--composer learned` looks, by default."""
-    return data_dir() / "composers" / "fashioniq.safetensors"
+def composer_path(kind: str = "tirg") -> Path:
+    """Where `mllmret train-composer --kind KIND` saves, and `--composer learned` looks, by default."""
+    return data_dir() / "composers" / ("fashioniq-encoder" if kind == "encoder" else "fashioniq.safetensors")
 
 
 def prompts_dir() -> Path:

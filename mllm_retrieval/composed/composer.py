@@ -11,6 +11,11 @@ semantic index can be searched with it as is). Training minimises a batch-contra
 between each query and its target's embedding, the other targets of the batch being the negatives; batches
 hold one group (a FashionIQ category) so that the negatives are of the same kind. A held-out part of the
 training queries picks the epoch (never the evaluation split).
+
+`EncoderComposer` is the stronger variant: the sentence encoder itself is fine-tuned end to end, the
+query being one text, "reference [SEP] modification" (so attention relates the two), the target its
+caption, with the same loss. It is saved as a sentence-transformers folder that also embeds the gallery
+(a library searched with it is embedded with it). `load_composer` opens either kind.
 """
 
 from __future__ import annotations
@@ -102,6 +107,16 @@ class LearnedComposer:
             out = self.module(torch.as_tensor(ref, dtype=torch.float32),
                               torch.as_tensor(mod, dtype=torch.float32))
         return out.numpy()
+
+    kind = "tirg"
+
+    def query_vectors(self, references: Sequence[str], modifications: Sequence[str], embed) -> np.ndarray:
+        """Query vectors for texts; `embed(texts)` gives the (training) embedder's vectors."""
+        return self.compose_vectors(embed(references), embed(modifications))
+
+    def gallery_vectors(self, texts: Sequence[str], embed) -> np.ndarray:
+        """The gallery's vectors: the embedder's own (the head composes in its space)."""
+        return embed(texts)
 
     def query_vector(self, embedder, reference: str, modification: str) -> np.ndarray:
         """The composed query vector for one reference text and modification, with `embedder`."""
@@ -251,3 +266,164 @@ def train_composer(triplets: Sequence[Triplet], embedder, epochs: int = 12, batc
                                {"report": asdict(report), "epochs": epochs, "batch_size": batch_size,
                                 "lr": lr, "seed": seed, "n_triplets": len(triplets)})
     return composer, report
+
+
+ENCODER_META = "mllmret_composer.json"
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+class EncoderComposer:
+    """A fine-tuned sentence encoder: query = encode("reference [SEP] modification"), gallery = encode."""
+
+    kind = "encoder"
+
+    def __init__(self, path: str | Path, device: str | None = None) -> None:
+        from ..embedding import Embedder
+
+        self.path = Path(path).expanduser().resolve()
+        try:
+            self.meta = json.loads((self.path / ENCODER_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ComposerError(f"{str(path)!r} is not an mllmret encoder composer: {e}") from None
+        if self.meta.get("format") != FORMAT:
+            raise ComposerError(f"{str(path)!r} is not an mllmret composer "
+                                f"(format {self.meta.get('format')!r})")
+        self.encoder = Embedder(str(self.path), device=device)
+        self.embedder = self.encoder.name
+        self.sep = self.meta.get("sep", " [SEP] ")
+
+    def query_text(self, reference: str, modification: str) -> str:
+        """The one text a query is encoded from."""
+        return f"{reference}{self.sep}{modification}"
+
+    def query_vectors(self, references: Sequence[str], modifications: Sequence[str],
+                      embed=None) -> np.ndarray:
+        """Query vectors, encoded by the fine-tuned encoder."""
+        texts = [self.query_text(r, m) for r, m in zip(references, modifications, strict=True)]
+        return self.encoder.encode(texts)
+
+    def gallery_vectors(self, texts: Sequence[str], embed=None) -> np.ndarray:
+        """The gallery's vectors, by the fine-tuned encoder (not the evaluation's embedder)."""
+        return self.encoder.encode(list(texts))
+
+    def query_vector(self, embedder, reference: str, modification: str) -> np.ndarray:
+        """One query vector; `embedder` (the library's) must be this encoder."""
+        name = getattr(embedder, "name", None)
+        if name is not None and name != self.embedder:
+            raise ComposerError(f"this composer ranks with its own encoder {self.embedder!r}, not {name!r}: "
+                                "search with --embedder set to the composer folder")
+        return self.query_vectors([reference or " "], [modification or " "])[0]
+
+
+def load_composer(path: str | Path, device: str | None = None):
+    """A LearnedComposer (.safetensors file) or an EncoderComposer (folder), by what `path` is."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return EncoderComposer(path, device)
+    return LearnedComposer.load(path)
+
+
+def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | Path, epochs: int = 1,
+                     batch_size: int = 64, lr: float = 3e-5, holdout: float = 0.1, seed: int = 0,
+                     progress: bool = True, max_length: int = 64,
+                     trained_on: str | None = None) -> tuple[EncoderComposer, TrainReport]:
+    """Fine-tune a local sentence-transformers folder (mean pooling) on triplets; save it under `out`."""
+    import shutil
+
+    import torch
+    from torch.nn import functional as F
+    from tqdm import tqdm
+    from transformers import AutoModel, AutoTokenizer
+
+    from ..embedding import resolve_model
+
+    if len(triplets) < 2:
+        raise ComposerError(f"need at least 2 training queries, got {len(triplets)}")
+    source, _ = resolve_model(base)
+    folder = Path(source)
+    if not (folder / "modules.json").is_file():
+        raise ComposerError(f"--embedder {base!r} is not a local sentence-transformers folder to fine-tune")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder)
+    sep = f" {tokenizer.sep_token} " if tokenizer.sep_token else " ; "
+
+    def encode(texts: list[str]):
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+    def held_r10(idx: np.ndarray) -> float:
+        model.eval()
+        queries = [f"{triplets[i].reference}{sep}{triplets[i].modification}" for i in idx]
+        targets = [triplets[i].target for i in idx]
+        with torch.inference_mode():
+            q = torch.cat([encode(queries[j:j + 256]) for j in range(0, len(idx), 256)]).numpy()
+            t = torch.cat([encode(targets[j:j + 256]) for j in range(0, len(idx), 256)]).numpy()
+        model.train()
+        return _recall_at(q, t)
+
+    train_idx, held_idx = _holdout_split(triplets, holdout, seed) if holdout > 0 else (
+        list(range(len(triplets))), [])
+    if not train_idx:
+        train_idx, held_idx = held_idx, []
+    held = np.asarray(held_idx, dtype=np.int64)
+    report = TrainReport(n_train=len(train_idx), n_holdout=len(held_idx))
+    scale = torch.nn.Parameter(torch.tensor(float(np.log(20.0))))
+    opt = torch.optim.AdamW([*model.parameters(), scale], lr=lr, weight_decay=0.01)
+    groups: dict[str, list[int]] = {}
+    for i in train_idx:
+        groups.setdefault(triplets[i].group, []).append(i)
+    start = time.perf_counter()
+    if len(held):
+        report.baseline_r10 = held_r10(held)
+    best = report.baseline_r10 if len(held) else -np.inf
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}  # kept if no epoch beats it
+    model.train()
+    for epoch in range(epochs):
+        batches = []
+        for members in groups.values():
+            order = rng.permutation(members)
+            batches += [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        rng.shuffle(batches)
+        total = 0.0
+        for b in tqdm(batches, desc=f"fine-tuning, epoch {epoch + 1}/{epochs}", unit="batch",
+                      disable=not progress):
+            if len(b) < 2:
+                continue
+            texts = []
+            for i in b:
+                phrasings = (triplets[i].modification, *triplets[i].alternatives)
+                texts.append(f"{triplets[i].reference}{sep}{phrasings[rng.integers(len(phrasings))]}")
+            q = encode(texts)
+            t = encode([triplets[i].target for i in b])
+            loss = F.cross_entropy(scale.exp().clamp(max=100) * q @ t.T, torch.arange(len(b)))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(b)
+        report.losses.append(total / max(len(train_idx), 1))
+        score = held_r10(held) if len(held) else -report.losses[-1]
+        if len(held):
+            report.holdout_r10.append(score)
+        if score > best:
+            best, report.best_epoch = score, epoch + 1
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    report.train_seconds = time.perf_counter() - start
+    model.load_state_dict(best_state)
+    out = Path(out).expanduser()
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(*_WEIGHTS, "onnx", "openvino", "*.onnx"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    meta = {"format": FORMAT, "kind": "encoder", "base": str(base or "all-MiniLM-L6-v2"), "sep": sep,
+            "report": asdict(report), "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
+            "n_triplets": len(triplets), "trained_on": trained_on}
+    (tmp / ENCODER_META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return EncoderComposer(out), report

@@ -33,7 +33,7 @@ CONDITIONS = (("mod", "modification only"), ("ref", "reference caption only"),
               ("ref+mod", "reference caption + modification"), ("edit", "edit-aware composition"))
 MODES = ("keyword", "semantic", "hybrid")
 EDIT_MODES = ("keyword", "hybrid")  # the edit-aware rows worth reporting (semantic shown for completeness)
-LEARNED = ("learned", "learned composer (TIRG-style, trained)")
+LEARNED = {"tirg": "learned", "encoder": "finetuned"}  # row condition per composer kind
 LEARNED_MODES = ("semantic", "hybrid")  # its vector alone; fused (RRF) with ref+mod BM25
 
 REFERENCES = {
@@ -89,28 +89,28 @@ class _Vectors:
         return self.vecs[self.index[text]]
 
 
-def _row_labels(modes: Sequence[str], learned: bool = False) -> list[tuple[str, str]]:
+def _row_labels(modes: Sequence[str], learned: Sequence[str] = ()) -> list[tuple[str, str]]:
     rows = []
     for cond, _ in CONDITIONS:
         for mode in modes:
             if cond == "edit" and mode not in EDIT_MODES:
                 continue
             rows.append((cond, mode))
-    if learned:
-        rows += [(LEARNED[0], mode) for mode in LEARNED_MODES]
+    for cond in learned:
+        rows += [(cond, mode) for mode in LEARNED_MODES]
     return rows
 
 
 def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedder=None,
-                   progress: bool = False, composer=None) -> dict:
-    """Mean metrics per (condition, mode) row over the split's queries (learned rows with a composer)."""
+                   progress: bool = False, composers: Sequence = ()) -> dict:
+    """Mean metrics per (condition, mode) row over the split's queries (learned rows per composer)."""
     pos = {g: i for i, g in enumerate(split.gallery)}
     texts = [split.texts.get(g, "") for g in split.gallery]
     engine = SparseEngine()
     engine.add([tokenize(t) for t in texts])
     ks, subset_ks = bench.ks, bench.subset_ks
     queries = [q for q in split.queries if q.targets[0] in pos]
-    semantic = any(m in ("semantic", "hybrid") for m in modes) or composer is not None
+    semantic = any(m in ("semantic", "hybrid") for m in modes) or bool(composers)
     ref_text = {q.qid: split.texts.get(q.reference, "") for q in queries}
     composed = {q.qid: compose(ref_text[q.qid], q.modification) for q in queries}
     vectors = gallery_vecs = None
@@ -121,12 +121,16 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
                        composed[q.qid].text]
         vectors = _Vectors(embedder, needed, progress)
         gallery_vecs = np.stack([vectors[t] for t in texts])
-    learned = {}
-    if composer is not None and queries:
-        qvecs = composer.compose_vectors(np.stack([vectors[ref_text[q.qid]] for q in queries]),
-                                         np.stack([vectors[q.modification] for q in queries]))
-        learned = {q.qid: v for q, v in zip(queries, qvecs, strict=True)}
-    rows = _row_labels(modes, learned=composer is not None)
+    learned: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # condition -> (gallery, queries)
+    for composer in composers:
+        def embed(ts, vectors=vectors):
+            return np.stack([vectors[t] for t in ts])
+
+        qvecs = composer.query_vectors([ref_text[q.qid] for q in queries], [q.modification for q in queries],
+                                       embed) if queries else []
+        learned[LEARNED[composer.kind]] = (composer.gallery_vectors(texts, embed),
+                                           {q.qid: v for q, v in zip(queries, qvecs, strict=True)})
+    rows = _row_labels(modes, learned=list(learned))
     sums = {r: {} for r in rows}
     for q in queries:
         cq = composed[q.qid]
@@ -152,8 +156,8 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
             key = (cond, mode)
             if key in cache:
                 return cache[key]
-            if cond == LEARNED[0]:
-                s = (gallery_vecs @ learned[qid] if mode == "semantic"
+            if cond in learned:
+                s = (learned[cond][0] @ learned[cond][1][qid] if mode == "semantic"
                      else rrf_scores([scores("ref+mod", "keyword"), scores(cond, "semantic")]))
             elif mode == "keyword":
                 s = (engine.score_all(cq.terms, cq.weights) if cond == "edit"
@@ -183,10 +187,11 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
 
 def run_composed(dataset: str, data_dir: Path | None = None, captions: str | None = None,
                  modes: Sequence[str] = MODES, embedder=None, device: str | None = None,
-                 progress: bool = True, command: str = "", composer: str | Path | None = None) -> dict:
+                 progress: bool = True, command: str = "", composers: Sequence[str | Path] = ()) -> dict:
     """Evaluate every row on every split of a benchmark; returns the results dict (results.json).
 
-    `composer` is a checkpoint of `mllmret train-composer`: adds the learned rows (its embedder is used)."""
+    `composers` are outputs of `mllmret train-composer` (a TIRG .safetensors or a fine-tuned encoder
+    folder): each adds its learned rows. A TIRG head needs the evaluation's embedder to be its own."""
     from .. import __version__
     from ..embedding import Embedder
     from ..errors import MllmretError
@@ -194,21 +199,20 @@ def run_composed(dataset: str, data_dir: Path | None = None, captions: str | Non
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise MllmretError(f"--modes takes {', '.join(MODES)}, not {', '.join(bad)}")
-    learned, composer_info = None, None
-    if composer is not None:
-        from .composer import LearnedComposer
+    from .composer import load_composer
 
-        learned = LearnedComposer.load(composer)
-        composer_info = {"file": Path(composer).name, "sha256": _sha256(Path(composer).expanduser()),
-                         "embedder": learned.embedder, "trained_on": learned.meta.get("trained_on"),
-                         "best_epoch": learned.meta.get("report", {}).get("best_epoch")}
+    learned = [load_composer(c, device) for c in composers]
+    if len({c.kind for c in learned}) < len(learned):
+        raise MllmretError("give at most one --composer of each kind (a TIRG file, an encoder folder)")
+    composer_info = [_composer_info(Path(path), c) for path, c in zip(composers, learned, strict=True)]
     bench = load(dataset, data_dir, captions)
     emb = None
-    if any(m != "keyword" for m in modes) or learned is not None:
+    if any(m != "keyword" for m in modes) or learned:
         emb = embedder if embedder is not None and not isinstance(embedder, str) else Embedder(
             embedder, device=device)
-    if learned is not None:
-        learned.check_embedder(getattr(emb, "name", None))
+    for c in learned:
+        if c.kind == "tirg":
+            c.check_embedder(getattr(emb, "name", None))
     splits = {s.name: evaluate_split(s, bench, modes, emb, progress, learned) for s in bench.splits}
     labels = list(next(iter(splits.values()))["rows"])
     average = None
@@ -224,8 +228,19 @@ def run_composed(dataset: str, data_dir: Path | None = None, captions: str | Non
                      "python": platform.python_version()},
         "data_files": {str(p): _sha256(p) for s in bench.splits for p in s.files},
         "splits": splits, "average": average, "references": REFERENCES.get(dataset, []),
-        "composer": composer_info,
+        "composers": composer_info,
     }
+
+
+def _composer_info(path: Path, composer) -> dict:
+    """What the results say about a composer: its file, hash, kind, training data and chosen epoch."""
+    path = path.expanduser()
+    weights = path / "model.safetensors" if path.is_dir() else path
+    return {"file": path.name, "sha256": _sha256(weights) if weights.is_file() else None,
+            "kind": composer.kind, "condition": LEARNED[composer.kind], "embedder": composer.embedder,
+            "base": composer.meta.get("base"), "trained_on": composer.meta.get("trained_on"),
+            "best_epoch": composer.meta.get("report", {}).get("best_epoch"),
+            "epochs": composer.meta.get("epochs")}
 
 
 def _sha256(path: Path) -> str:
@@ -302,12 +317,7 @@ def markdown_section(result: dict) -> str:
         f"modification removes, weight {result['ref_weight']:g}, plus the words it adds, weight 1; images "
         "holding a removed word are demoted below the others). Modes: keyword = BM25; semantic = cosine of "
         f"{result['embedder'] or '-'} embeddings; hybrid = RRF (k={result['rrf_k']:g}) of the two.",
-        *([f"- learned = the TIRG-style composer `{c['file']}` (sha256 {c['sha256'][:12]}…, trained by "
-           f"`mllmret train-composer` on {c['trained_on'] or 'its training set'}; never on this evaluation "
-           f"split; epoch {c['best_epoch']} picked on held-out training queries) composing the "
-           f"{c['embedder']} vectors of the reference caption and the modification; learned / hybrid = "
-           "RRF of its ranking and the ref+mod BM25 ranking."]
-          if (c := result.get("composer")) else []),
+        *(_composer_line(c) for c in result.get("composers") or ()),
         "- Reference figures (**other systems or other runs, not ours**):",
         *(f"  - {r}" for r in result["references"]),
         "- Data files (sha256): " + "; ".join(f"`{Path(p).name}` {h[:16]}…"
@@ -318,6 +328,18 @@ def markdown_section(result: dict) -> str:
         f"<!-- END mllmret-eval {key} -->",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _composer_line(c: dict) -> str:
+    """One bullet describing a learned composer's rows."""
+    what = (f"the TIRG-style composer `{c['file']}` composing the {c['embedder']} vectors of the reference "
+            "caption and the modification" if c["kind"] == "tirg" else
+            f"`{c['file']}`, {c['base']} fine-tuned end to end on \"reference [SEP] modification\" -> target "
+            "caption; it also embeds the gallery")
+    return (f"- {c['condition']} = {what} (sha256 {(c['sha256'] or '-')[:12]}…; trained by `mllmret "
+            f"train-composer` on {c['trained_on'] or 'its training set'}, never on this evaluation split; "
+            f"epoch {c['best_epoch']} of {c['epochs']} picked on held-out training queries); "
+            f"{c['condition']} / hybrid = RRF of its ranking and the ref+mod BM25 ranking.")
 
 
 def update_markdown(result: dict, path: Path) -> Path:
