@@ -488,18 +488,18 @@ def train_composer(
     ] = None,
     kind: Annotated[ComposerKind, typer.Option(
         help="tirg: a small fusion head over frozen sentence vectors (seconds after embedding); encoder: "
-        "fine-tune the sentence encoder itself on 'reference [SEP] modification' (better, ~8 CPU min per "
+        "fine-tune the sentence encoder itself on 'reference [SEP] modification' (better, ~9 CPU min per "
         "epoch; it then embeds the library too).")] = ComposerKind.tirg,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Where to write [default: composers/fashioniq.safetensors (tirg) or "
         "composers/fashioniq-encoder/ (encoder) in the data dir].")
     ] = None,
     epochs: Annotated[int | None, typer.Option(
-        min=1, help="Passes over the training queries [default: tirg 12, encoder 2].")] = None,
+        min=1, help="Passes over the training queries [default: tirg 12, encoder 4].")] = None,
     batch_size: Annotated[int | None, typer.Option(
-        min=2, help="Queries per step, the in-batch negatives [default: tirg 256, encoder 64].")] = None,
+        min=2, help="Queries per step, the in-batch negatives [default: tirg 256, encoder 128].")] = None,
     lr: Annotated[float | None, typer.Option(
-        min=0.0, help="AdamW learning rate [default: tirg 1e-3, encoder 3e-5].")] = None,
+        min=0.0, help="AdamW peak learning rate [default: tirg 1e-3, encoder 5e-5].")] = None,
     hidden: Annotated[int, typer.Option(min=1, help="Width of the gate and residual MLPs.")] = 512,
     holdout: Annotated[float, typer.Option(
         min=0.0, max=0.5, help="Fraction of training queries held out to pick the epoch.")] = 0.1,
@@ -524,10 +524,10 @@ def train_composer(
     typer.echo(f"{len(triplets)} training queries from {len(files) // 2} FashionIQ categories", err=True)
     trained_on = "FashionIQ train (" + ", ".join(sorted({t.group for t in triplets})) + ")"
     if kind is ComposerKind.encoder:
-        epochs = epochs or 2
+        epochs = epochs or 4
         composer, report = cm.finetune_encoder(
-            triplets, embedder, out or composer_path("encoder"), epochs=epochs, batch_size=batch_size or 64,
-            lr=lr or 3e-5, holdout=holdout, seed=seed, progress=not quiet, trained_on=trained_on)
+            triplets, embedder, out or composer_path("encoder"), epochs=epochs, batch_size=batch_size or 128,
+            lr=lr or 5e-5, holdout=holdout, seed=seed, progress=not quiet, trained_on=trained_on)
         path, before = composer.path, "before fine-tuning"
     else:
         epochs = epochs or 12

@@ -250,3 +250,13 @@ def test_eval_reports_both_composers_and_search_uses_the_encoder(tmp_path, tiny_
     assert r.exit_code == 0, r.output
     found = [json.loads(line)["image_id"] for line in r.stdout.splitlines()[1:]]
     assert found and ref not in found
+
+
+def test_fine_tuning_masks_equal_captions_and_warms_up_then_decays():
+    from mllm_retrieval.composed.composer import _same_text, _warmup_decay
+
+    mask = _same_text(["a red dress", "a blue shirt", "a red dress"]).tolist()
+    assert mask == [[False, False, True], [False, False, False], [True, False, False]]
+    factors = [_warmup_decay(s, 100) for s in range(100)]
+    assert factors[0] < factors[2] < factors[4] and max(factors) > 0.95
+    assert factors[50] == pytest.approx(0.5) and factors[-1] < 0.02

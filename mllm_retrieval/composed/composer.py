@@ -323,6 +323,20 @@ def load_composer(path: str | Path, device: str | None = None):
     return LearnedComposer.load(path)
 
 
+def _warmup_decay(step: int, total: int, warmup: float = 0.05) -> float:
+    """Learning-rate factor: linear warm-up over the first 5% of the steps, then linear decay to 0."""
+    return min(1.0, (step + 1) / max(1.0, warmup * total)) * max(0.0, 1.0 - step / max(total, 1))
+
+
+def _same_text(texts: Sequence[str]):
+    """Bool matrix, True where texts i and j (i != j) are equal: such in-batch 'negatives' are masked."""
+    import torch
+
+    ids = {t: n for n, t in enumerate(dict.fromkeys(texts))}
+    v = torch.tensor([ids[t] for t in texts])
+    return (v[:, None] == v[None, :]) & ~torch.eye(len(texts), dtype=torch.bool)
+
+
 def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | Path, epochs: int = 1,
                      batch_size: int = 64, lr: float = 3e-5, holdout: float = 0.1, seed: int = 0,
                      progress: bool = True, max_length: int = 64,
@@ -376,6 +390,8 @@ def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | P
     groups: dict[str, list[int]] = {}
     for i in train_idx:
         groups.setdefault(triplets[i].group, []).append(i)
+    steps = epochs * sum(-(-len(m) // batch_size) for m in groups.values())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_decay(s, steps))
     start = time.perf_counter()
     if len(held):
         report.baseline_r10 = held_r10(held)
@@ -398,11 +414,14 @@ def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | P
                 phrasings = (triplets[i].modification, *triplets[i].alternatives)
                 texts.append(f"{triplets[i].reference}{sep}{phrasings[rng.integers(len(phrasings))]}")
             q = encode(texts)
-            t = encode([triplets[i].target for i in b])
-            loss = F.cross_entropy(scale.exp().clamp(max=100) * q @ t.T, torch.arange(len(b)))
+            targets = [triplets[i].target for i in b]
+            logits = (scale.exp().clamp(max=100) * q @ encode(targets).T).masked_fill(
+                _same_text(targets), -1e4)  # another query's target with this very caption is no negative
+            loss = F.cross_entropy(logits, torch.arange(len(b)))
             opt.zero_grad()
             loss.backward()
             opt.step()
+            sched.step()
             total += loss.item() * len(b)
         report.losses.append(total / max(len(train_idx), 1))
         score = held_r10(held) if len(held) else -report.losses[-1]
