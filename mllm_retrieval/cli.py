@@ -523,24 +523,22 @@ def train_composer(
     triplets, files = fashioniq_triplets(data_dir, "train")
     typer.echo(f"{len(triplets)} training queries from {len(files) // 2} FashionIQ categories", err=True)
     trained_on = "FashionIQ train (" + ", ".join(sorted({t.group for t in triplets})) + ")"
-    if kind is ComposerKind.encoder:
-        epochs = epochs or 4
+    given = {k: v for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr}.items() if v}
+    if kind is ComposerKind.encoder:  # what is not given takes the trainer's own default
         composer, report = cm.finetune_encoder(
-            triplets, embedder, out or composer_path("encoder"), epochs=epochs, batch_size=batch_size or 128,
-            lr=lr or 5e-5, holdout=holdout, seed=seed, progress=not quiet, trained_on=trained_on)
+            triplets, embedder, out or composer_path("encoder"), holdout=holdout, seed=seed,
+            progress=not quiet, trained_on=trained_on, **given)
         path, before = composer.path, "before fine-tuning"
     else:
-        epochs = epochs or 12
         emb = Embedder(embedder, device=None if device is Device.auto else device.value)
-        composer, report = cm.train_composer(triplets, emb, epochs=epochs, batch_size=batch_size or 256,
-                                             lr=lr or 1e-3, hidden=hidden, holdout=holdout, seed=seed,
-                                             progress=not quiet)
+        composer, report = cm.train_composer(triplets, emb, hidden=hidden, holdout=holdout, seed=seed,
+                                             progress=not quiet, **given)
         composer.meta["trained_on"] = trained_on
         path, before = composer.save(out or composer_path("tirg")), "un-learned r+m"
     if report.holdout_r10:
         typer.echo(f"held-out R@10 (among {report.n_holdout} held-out targets): {before} "
                    f"{100 * report.baseline_r10:.1f}, learned {100 * max(report.holdout_r10):.1f} "
-                   f"(epoch {report.best_epoch} of {epochs})")
+                   f"(epoch {report.best_epoch} of {composer.meta['epochs']})")
     typer.echo(f"embedding {report.embed_seconds:.0f} s, training {report.train_seconds:.0f} s; wrote {path}")
 
 

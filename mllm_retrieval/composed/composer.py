@@ -337,8 +337,8 @@ def _same_text(texts: Sequence[str]):
     return (v[:, None] == v[None, :]) & ~torch.eye(len(texts), dtype=torch.bool)
 
 
-def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | Path, epochs: int = 1,
-                     batch_size: int = 64, lr: float = 3e-5, holdout: float = 0.1, seed: int = 0,
+def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | Path, epochs: int = 4,
+                     batch_size: int = 128, lr: float = 5e-5, holdout: float = 0.1, seed: int = 0,
                      progress: bool = True, max_length: int = 64,
                      trained_on: str | None = None) -> tuple[EncoderComposer, TrainReport]:
     """Fine-tune a local sentence-transformers folder (mean pooling) on triplets; save it under `out`."""
