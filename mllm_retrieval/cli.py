@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import config
+from .defaults import CAPTION_BATCH, MAX_NEW_TOKENS
 from .errors import MllmretError
 
 
@@ -58,6 +59,16 @@ class DType(str, Enum):
     bfloat16 = "bfloat16"
 
 
+class Splitting(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+    def resolve(self, grid: str) -> bool:
+        """on/off as given; auto: the model splits only when we make no tiles ourselves."""
+        return self is Splitting.on or (self is Splitting.auto and grid.strip().lower() == "none")
+
+
 class Quantize(str, Enum):
     none = "none"
     q4 = "4bit"
@@ -92,10 +103,17 @@ def caption(
         "tags_caption"),
     grid: Annotated[str, typer.Option(help="Tiles besides the full image: 2x2, 3x3, none.")] = "2x2",
     overlap: Annotated[float, typer.Option(help="Tile overlap as a fraction of tile size.")] = 0.0,
-    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = 4,
-    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer in tokens.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Tiles per model call.")] = CAPTION_BATCH,
+    max_new_tokens: Annotated[int, typer.Option(
+        min=1, help="Longest answer in tokens (generation stops earlier once the answer is complete).",
+    )] = MAX_NEW_TOKENS,
+    image_splitting: Annotated[Splitting, typer.Option(
+        help="The model's own cutting of each image into sub-images (SmolVLM/Idefics3). auto: off when "
+        "--grid makes tiles (they already split the photo; ~13x fewer image tokens), on with --grid none.",
+    )] = Splitting.auto,
     device: Annotated[Device, typer.Option(help="Where the model runs.")] = Device.auto,
-    dtype: Annotated[DType, typer.Option(help="Weights dtype (auto: bf16/fp16 on GPU).")] = (
+    dtype: Annotated[DType, typer.Option(
+        help="Weights dtype (auto: bf16/fp16 on GPU, bf16 on CPUs with native bf16, else float32).")] = (
         DType.auto),
     quantize: Annotated[Quantize, typer.Option(help="bitsandbytes quantisation (CUDA).")] = (
         Quantize.none),
@@ -110,6 +128,9 @@ def caption(
     captions: Annotated[Path | None, typer.Option(
         help="import: the JSONL file of captions made elsewhere.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Count what is new, time one batch on the model, print the estimate; "
+        "store nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     db: DbOption = None,
 ) -> None:
@@ -130,13 +151,34 @@ def caption(
         quantize=None if quantize is Quantize.none else quantize.value,
         max_new_tokens=max_new_tokens, base_url=base_url, api_key=api_key,
         concurrency=concurrency, timeout=timeout, retries=retries,
+        image_splitting=image_splitting.resolve(grid),
     )
+    if dry_run:
+        return _dry_run(db, paths, captioner, load_prompt(prompt), grid, overlap, batch_size)
     with _store(db) as store:
         summary = caption_paths(
             store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
             batch_size=batch_size, force=force, progress=not quiet,
         )
     _print_summary(summary)
+
+
+def _dry_run(db: Path | None, paths: list[Path], captioner, prompt, grid: str, overlap: float,
+             batch_size: int) -> None:
+    from .estimate import describe_estimate, estimate
+    from .store import Store
+
+    path = db or config.db_path()
+    store = Store(path) if path.exists() else None
+    try:
+        est = estimate(store, paths, captioner, prompt, grid=grid, overlap=overlap, batch_size=batch_size)
+    finally:
+        if store is not None:
+            store.close()
+    for line in describe_estimate(est, grid):
+        typer.echo(line)
+    for item in est.skipped:
+        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
 
 
 def _print_summary(s) -> None:

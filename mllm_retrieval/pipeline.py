@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .captioners.base import Captioner
+from .defaults import CAPTION_BATCH
 from .errors import ImageError
 from .images import Skipped, open_image, sha256_file, walk
 from .parsing import parse_output
@@ -24,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MIN_TILE = 16
 SCAN_CHUNK = 200
+PREFETCH = 2  # images decoded ahead of the model
 
 
 @dataclass
@@ -62,7 +66,7 @@ def caption_paths(
     prompt: Prompt,
     grid: str = "2x2",
     overlap: float = 0.0,
-    batch_size: int = 4,
+    batch_size: int = CAPTION_BATCH,
     force: bool = False,
     progress: bool = True,
     max_pixels: int | None = None,
@@ -150,16 +154,21 @@ def _scan_one(store: Store, path: Path, summary: Summary, force: bool,
     return _Job(image_id, key, width, height)
 
 
+def tile_boxes(width: int, height: int, grid: str, overlap: float) -> list[Box | None]:
+    """The full image and the grid's tiles that are large enough to caption."""
+    return [
+        b for i, b in enumerate(grid_boxes(width, height, grid, overlap))
+        if i == 0 or min(b.x1 - b.x0, b.y1 - b.y0) >= MIN_TILE
+    ]
+
+
 def _plan(store: Store, run_id: int, jobs: list[_Job], grid: str, overlap: float, force: bool,
           summary: Summary) -> list[tuple[_Job, list[tuple[int, Box]]]]:
     """For each image, the tiles this run still has to caption."""
     pending = []
     with store.atomic():
         for job in jobs:
-            boxes = [
-                b for i, b in enumerate(grid_boxes(job.width, job.height, grid, overlap))
-                if i == 0 or min(b.x1 - b.x0, b.y1 - b.y0) >= MIN_TILE
-            ]
+            boxes = tile_boxes(job.width, job.height, grid, overlap)
             tiles = store.ensure_tiles(job.image_id, boxes, job.width, job.height)
             done = set() if force else store.captioned_tiles(run_id, [t for t, _ in tiles])
             todo = [(t, b) for t, b in tiles if t not in done]
@@ -200,19 +209,41 @@ def _caption(store: Store, run_id: int, pending: list, captioner: Captioner, pro
         batch.clear()
 
     try:
-        for job, todo in pending:
-            try:
-                image = open_image(job.path, max_pixels)
-            except ImageError as e:
-                summary.failed.append(Skipped(job.path, str(e)))
+        for job, todo, crops in _prefetched(pending, max_pixels):
+            if isinstance(crops, ImageError):
+                summary.failed.append(Skipped(job.path, str(crops)))
                 bar.update(1)
                 continue
             remaining[job.image_id] = len(todo)
-            for tile_id, box in todo:
-                crop = image.crop((box.x0, box.y0, box.x1, box.y1)) if box else image
+            for (tile_id, _), crop in zip(todo, crops, strict=True):
                 batch.append((job.image_id, tile_id, crop))
                 if len(batch) >= batch_size:
                     flush()
         flush()
     finally:
         bar.close()
+
+
+def _crops(job: _Job, todo: list[tuple[int, Box]], max_pixels: int | None) -> list[Image.Image] | ImageError:
+    """Decode one image and cut its pending tiles (the full image for a tile without a box)."""
+    try:
+        image = open_image(job.path, max_pixels)
+    except ImageError as e:
+        return e
+    return [image.crop((b.x0, b.y0, b.x1, b.y1)) if b else image for _, b in todo]
+
+
+def _prefetched(pending: list, max_pixels: int | None, ahead: int = PREFETCH):
+    """Yield (job, todo, crops) in order while a thread decodes and crops the next images, so the
+    model does not wait for JPEG decoding, EXIF rotation and cropping."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mllmret-decode") as pool:
+        queue: deque = deque()
+        items = iter(pending)
+        for job, todo in items:
+            queue.append((job, todo, pool.submit(_crops, job, todo, max_pixels)))
+            if len(queue) > ahead:
+                head = queue.popleft()
+                yield head[0], head[1], head[2].result()
+        while queue:
+            job, todo, future = queue.popleft()
+            yield job, todo, future.result()

@@ -36,6 +36,15 @@ def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
     return ",".join(str(v) for v in box.as_list())
 
 
+def _run_key(
+    backend: str, model: str, params: dict[str, Any], prompt_text: str | None
+) -> tuple[str, str | None]:
+    """(run key, prompt sha256): what identifies a run."""
+    prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest() if prompt_text else None
+    ident = {"backend": backend, "model": model, "prompt_sha256": prompt_sha, "params": params}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16], prompt_sha
+
+
 @dataclass(frozen=True)
 class Run:
     """One captioning configuration: backend, model, prompt and output-changing params."""
@@ -103,9 +112,7 @@ class Store:
         prompt_name: str | None = None, prompt_text: str | None = None,
     ) -> Run:
         """The run for this configuration; the same configuration resumes the same run."""
-        prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest() if prompt_text else None
-        ident = {"backend": backend, "model": model, "prompt_sha256": prompt_sha, "params": params}
-        key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+        key, prompt_sha = _run_key(backend, model, params, prompt_text)
         with self.atomic():
             self.db.execute(
                 "INSERT OR IGNORE INTO runs (key, backend, model, prompt_name, prompt_sha256, "
@@ -115,6 +122,15 @@ class Store:
             )
         row = self.db.execute("SELECT id FROM runs WHERE key = ?", [key]).fetchone()
         return self.run(row[0])
+
+    def find_run(
+        self, backend: str, model: str, params: dict[str, Any], prompt_text: str | None = None
+    ) -> Run | None:
+        """The run for this configuration if it exists (nothing is written)."""
+        row = self.db.execute(
+            "SELECT id FROM runs WHERE key = ?", [_run_key(backend, model, params, prompt_text)[0]]
+        ).fetchone()
+        return self.run(row[0]) if row else None
 
     def run(self, run_id: int) -> Run:
         """A run by id."""
@@ -259,6 +275,13 @@ class Store:
                 [run_id, *chunk],
             ).fetchall())
         return done
+
+    def captions_per_image(self, run_id: int) -> dict[int, int]:
+        """How many tiles of each image this run has captioned."""
+        return dict(self.db.execute(
+            "SELECT t.image_id, COUNT(*) FROM captions c JOIN tiles t ON t.id = c.tile_id "
+            "WHERE c.run_id = ? GROUP BY t.image_id", [run_id],
+        ).fetchall())
 
     def add_captions(
         self, run_id: int, rows: Iterable[tuple[int, str, Parsed, float | None]],
