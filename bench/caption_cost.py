@@ -70,12 +70,16 @@ def _flops(fn) -> float:
     return float(counter.get_total_flops())
 
 
-def _timed(fn, repeat: int = 2) -> float:
-    fn()
-    t = time.perf_counter()
-    for _ in range(repeat):
+def _timed(fn, repeat: int = 2, warm_up: bool = True) -> float:
+    """Best of `repeat` runs (after one untimed run unless warm_up is False)."""
+    if warm_up:
         fn()
-    return (time.perf_counter() - t) / repeat
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
 
 
 def tile_costs(captioner, image, prompt: str, tokens: int, splitting: bool, peak: float, bw: float,
@@ -107,16 +111,17 @@ def tile_costs(captioner, image, prompt: str, tokens: int, splitting: bool, peak
         with torch.inference_mode():
             model.generate(**inputs, max_new_tokens=n, min_new_tokens=n, do_sample=False)
 
+    # a split tile costs minutes per run on a CPU: timed once, the model already warm from `base`
     repeat = 1 if base else 2
-    v_s, p_s = _timed(vision, repeat), _timed(prefill, repeat)
+    v_s, p_s = _timed(vision, repeat, not base), _timed(prefill, repeat, not base)
     if base:
         scale = sub_images / base["sub_images"]
         v_f, p_f = base["vision_flops"] * scale, base["prefill_flops"] * scale
         per_token = 1 / base["decode_tok_s"]
     else:
         v_f, p_f = _flops(vision), _flops(prefill)
-        g1 = _timed(lambda: generate(1), 1)
-        per_token = (_timed(lambda: generate(tokens + 1), 1) - g1) / tokens
+        g1 = _timed(lambda: generate(1), 2, warm_up=False)
+        per_token = max(_timed(lambda: generate(tokens + 1), 2, warm_up=False) - g1, 1e-9) / tokens
     # bytes a decode step must read: every text-model weight but the embedding table (one row is read),
     # plus the output layer
     text = model.model.text_model
