@@ -9,8 +9,12 @@ output layer costs what it really costs). Random weights: these folders measure 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from tiny_archs import IDEFICS3_CHAT_TEMPLATE, train_bpe  # noqa: E402
 
 # Idefics3's processor writes these as plain text; the real tokenizers have each as one added token.
 IDEFICS3_SPECIALS = (
@@ -18,42 +22,33 @@ IDEFICS3_SPECIALS = (
      "<global-img>"]
     + [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]
 )
-IDEFICS3_CHAT_TEMPLATE = (
-    "<|im_start|>{% for m in messages %}{{ m['role'] | capitalize }}"
-    "{% if m['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
-    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
-    "{% elif c['type'] == 'image' %}<image>{% endif %}{% endfor %}<end_of_utterance>{{ '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
-)
 
-# HuggingFaceTB/SmolVLM-256M-Instruct (config.json, preprocessor_config.json as published).
-SMOLVLM_256M: dict[str, Any] = {
-    "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-               "num_attention_heads": 12, "image_size": 512, "patch_size": 16},
-    "text": {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-             "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49280,
-             "max_position_embeddings": 8192, "rope_theta": 100000.0, "rms_norm_eps": 1e-5},
-    "scale_factor": 4, "longest_edge": 2048, "max_image_size": 512, "tie_word_embeddings": False,
+
+def _shape(vision: tuple, text: tuple, scale_factor: int, longest_edge: int, vocab: int,
+           rope_theta: float, max_positions: int) -> dict[str, Any]:
+    """vision/text: (hidden, intermediate, layers, heads, ...) as in the published config.json."""
+    hidden, inter, layers, heads, image_size, patch = vision
+    t_hidden, t_inter, t_layers, t_heads, kv_heads = text
+    return {
+        "vision": {"hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
+                   "num_attention_heads": heads, "image_size": image_size, "patch_size": patch},
+        "text": {"hidden_size": t_hidden, "intermediate_size": t_inter, "num_hidden_layers": t_layers,
+                 "num_attention_heads": t_heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+                 "max_position_embeddings": max_positions, "rope_theta": rope_theta, "rms_norm_eps": 1e-5},
+        "scale_factor": scale_factor, "longest_edge": longest_edge, "max_image_size": image_size,
+        "tie_word_embeddings": False,
+    }
+
+
+SHAPES = {
+    # HuggingFaceTB/SmolVLM-256M-Instruct: SigLIP-B/16-512 + SmolLM2-135M, pixel shuffle 4
+    "smolvlm-256m": _shape((768, 3072, 12, 12, 512, 16), (576, 1536, 30, 9, 3), 4, 2048, 49280, 1e5, 8192),
+    # HuggingFaceTB/SmolVLM-Instruct (2.2B): SigLIP so400m-patch14-384 + SmolLM2-1.7B, pixel shuffle 3
+    "smolvlm-2b": _shape((1152, 4304, 27, 16, 384, 14), (2048, 8192, 24, 32, 32), 3, 1536, 49155,
+                         273768.0, 16384),
+    # a small stand-in of the same family for CI smoke runs (seconds, not minutes)
+    "smoke": _shape((64, 128, 2, 2, 64, 16), (64, 128, 2, 2, 1), 2, 256, 1024, 1e4, 2048),
 }
-# HuggingFaceTB/SmolVLM-Instruct (2.2B): SigLIP so400m-patch14-384 + SmolLM2-1.7B, pixel shuffle 3.
-SMOLVLM_2B: dict[str, Any] = {
-    "vision": {"hidden_size": 1152, "intermediate_size": 4304, "num_hidden_layers": 27,
-               "num_attention_heads": 16, "image_size": 384, "patch_size": 14},
-    "text": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 24,
-             "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 49155,
-             "max_position_embeddings": 16384, "rope_theta": 273768.0, "rms_norm_eps": 1e-5},
-    "scale_factor": 3, "longest_edge": 1536, "max_image_size": 384, "tie_word_embeddings": False,
-}
-# A small stand-in of the same family for CI smoke runs (seconds, not minutes).
-SMOKE: dict[str, Any] = {
-    "vision": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-               "num_attention_heads": 2, "image_size": 64, "patch_size": 16},
-    "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 1024,
-             "max_position_embeddings": 2048, "rope_theta": 10000.0, "rms_norm_eps": 1e-5},
-    "scale_factor": 2, "longest_edge": 256, "max_image_size": 64, "tie_word_embeddings": False,
-}
-SHAPES = {"smolvlm-256m": SMOLVLM_256M, "smolvlm-2b": SMOLVLM_2B, "smoke": SMOKE}
 
 
 def _corpus() -> list[str]:
@@ -66,21 +61,12 @@ def _corpus() -> list[str]:
 
 
 def _tokenizer(vocab_size: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=IDEFICS3_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(_corpus() * 5, trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
-        pad_token="<|endoftext|>", unk_token="<|endoftext|>",
-        extra_special_tokens={"image_token": "<image>"},
+        tokenizer_object=train_bpe(IDEFICS3_SPECIALS, vocab_size, _corpus() * 5),
+        bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>", extra_special_tokens={"image_token": "<image>"},
     )
 
 

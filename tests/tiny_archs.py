@@ -35,7 +35,7 @@ IDEFICS3_CHAT_TEMPLATE = (
 )
 
 
-def _train_bpe(specials: list[str], vocab_size: int = 300) -> Any:
+def train_bpe(specials: list[str], vocab_size: int = 300, corpus: list[str] | None = None) -> Any:
     """A byte-level BPE trained on CORPUS with `specials` at the start of the vocabulary."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -46,7 +46,7 @@ def _train_bpe(specials: list[str], vocab_size: int = 300) -> Any:
         vocab_size=vocab_size, special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(CORPUS * 20, trainer)
+    tok.train_from_iterator(corpus or CORPUS * 20, trainer)
     return tok
 
 
@@ -54,7 +54,7 @@ def _qwen_tokenizer() -> Any:
     """A Qwen2Tokenizer (Qwen's own pre-tokeniser) over a vocabulary trained on the spot."""
     from transformers import Qwen2Tokenizer
 
-    model = json.loads(_train_bpe(QWEN_SPECIALS).to_str())["model"]
+    model = json.loads(train_bpe(QWEN_SPECIALS).to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return Qwen2Tokenizer(
         vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>",
@@ -189,7 +189,7 @@ def build_tiny_idefics3(out: Path, seed: int = 0) -> Path:
     )
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_train_bpe(IDEFICS3_SPECIALS), bos_token="<|im_start|>",
+        tokenizer_object=train_bpe(IDEFICS3_SPECIALS), bos_token="<|im_start|>",
         eos_token="<end_of_utterance>", pad_token="<|endoftext|>", unk_token="<|endoftext|>",
         extra_special_tokens={"image_token": "<image>"},
     )
@@ -230,7 +230,7 @@ def build_tiny_llava_next(out: Path, seed: int = 0) -> Path:
     )
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"]), unk_token="<unk>",
+        tokenizer_object=train_bpe(["<unk>", "<s>", "</s>", "<pad>", "<image>"]), unk_token="<unk>",
         bos_token="<s>", eos_token="</s>", pad_token="<pad>", extra_special_tokens={"image_token": "<image>"},
     )
     image_size, patch_size = 32, 8
