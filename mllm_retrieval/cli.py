@@ -158,8 +158,11 @@ def import_(
     model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Import captions made elsewhere (same format as `mllmret export`)."""
-    from .jsonl import import_jsonl
+    """Import captions made elsewhere (same format as `mllmret export`).
+
+    Each line is checked; bad lines are skipped and reported by line number and reason, the rest are
+    imported. Exit status 1 when no line could be imported."""
+    from .jsonl import import_jsonl, skipped_report
 
     with _store(db) as store:
         s = import_jsonl(store, file, images_dir=images, model=model)
@@ -167,8 +170,10 @@ def import_(
         f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
         f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
     )
-    for item in s.skipped[:20]:
-        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+    for line in skipped_report(s.skipped):
+        typer.echo(line, err=True)
+    if s.skipped and not s.imported_lines:
+        raise typer.Exit(1)  # nothing in the file could be used
 
 
 @app.command()

@@ -134,7 +134,7 @@ def _scan_one(store: Store, path: Path, summary: Summary, force: bool,
     try:
         sha = sha256_file(path)
         known = store.db.execute(
-            "SELECT id, width, height FROM images WHERE sha256 = ?", [sha]
+            "SELECT id, width, height FROM images WHERE sha256 = ? AND status != 'external'", [sha]
         ).fetchone()
         if known and known[1]:
             width, height = known[1], known[2]

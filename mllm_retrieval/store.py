@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -21,12 +22,49 @@ from .parsing import Parsed
 from .tiling import Box
 
 SEARCHABLE = ("ok", "external")
+MAX_DIMENSION = 1_000_000  # pixels: the widest image (or box) the store accepts
 RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished")
 
 
 def now() -> str:
     """UTC timestamp in ISO format."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# Reading tolerates whatever a database holds (another tool, an older version, a hand edit): these turn
+# a stored value into the type the code expects, or None/empty, and never raise.
+def as_int(v: Any, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
+    """A stored integer within [lo, hi], else None (text, reals, blobs and out-of-range values)."""
+    return v if type(v) is int and lo <= v <= hi else None
+
+
+def as_text(v: Any) -> str | None:
+    """A stored text as str (a blob decoded, invalid bytes replaced; a number as written), or None."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return str(v)
+
+
+def _no_constant(s: str) -> Any:
+    raise ValueError(s)
+
+
+def as_json(v: Any, default: Any) -> Any:
+    """A stored JSON text parsed (finite numbers only), or `default` when it is not JSON of the same type."""
+    try:
+        value = json.loads(as_text(v) or "", parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return default
+    return value if isinstance(value, type(default)) else default
+
+
+def as_tags(v: Any) -> tuple[str, ...]:
+    """A stored tags column (a JSON list of strings) as a tuple; anything else is read as no tags."""
+    return tuple(t for t in as_json(v, []) if isinstance(t, str))
 
 
 def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
@@ -160,17 +198,27 @@ class Store:
         self, sha256: str | None, path: str | None, width: int | None, height: int | None,
         nbytes: int | None = None, external_id: str | None = None, status: str | None = None,
     ) -> int:
-        """Insert an image by content (or external id), or update where it was last seen."""
+        """Insert an image by content (or external id), or update where it was last seen.
+
+        status "external" is an image known only from what an import line says (its sha256 claimed,
+        not computed): such a claim finds an image already stored but never changes one that was
+        indexed from a file (path, size, id); it only fills in other external images."""
         status = status or ("ok" if sha256 else "external")
         if sha256 is None and external_id is None:
             raise MllmretError("an image needs a sha256 or an external id")
+        for name, value, lo, hi in (("width", width, 1, MAX_DIMENSION), ("height", height, 1, MAX_DIMENSION),
+                                    ("bytes", nbytes, 0, (1 << 63) - 1)):
+            if value is not None and as_int(value, lo, hi) is None:
+                raise MllmretError(f"image {name} must be a whole number from {lo} to {hi:,}, not {value!r}")
         row = None
         if sha256:
-            row = self.db.execute("SELECT id FROM images WHERE sha256 = ?", [sha256]).fetchone()
+            row = self.db.execute("SELECT id, status FROM images WHERE sha256 = ?", [sha256]).fetchone()
         if row is None and external_id is not None:
             row = self.db.execute(
-                "SELECT id FROM images WHERE external_id = ?", [external_id]
+                "SELECT id, status FROM images WHERE external_id = ?", [external_id]
             ).fetchone()
+        if row and status == "external" and row[1] != "external":
+            return row[0]  # a claim never rewrites an image indexed from a file
         if row:
             self.db.execute(
                 "UPDATE images SET path = coalesce(?, path), width = coalesce(?, width), "
