@@ -22,6 +22,7 @@ from .parsing import Parsed
 from .tiling import Box
 
 SEARCHABLE = ("ok", "external")
+SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_DIMENSION = 1_000_000  # pixels: the widest image (or box) the store accepts
 RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished")
 
@@ -74,6 +75,48 @@ def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
     return ",".join(str(v) for v in box.as_list())
 
 
+def check_library(path: Path) -> None:
+    """Refuse, before anything is written (a pragma included), a file that is not an mllmret library.
+
+    A missing or empty file, or an SQLite database without tables, becomes a new library; a database
+    whose migrations are mllmret's is one; anything else (another application's SQLite file, one with
+    an `images` table of its own, a file that is not SQLite) is left exactly as it is. The check reads
+    through a read-only connection; a WAL database with no -wal file is read as immutable, so that
+    not even -wal/-shm files appear beside it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise MllmretError(f"cannot open database {str(path)!r}: {e.strerror or e}") from e
+    if not head:
+        return
+    refuse = f"{str(path)!r} is not an mllmret database"
+    if not head.startswith(SQLITE_HEADER):
+        raise MllmretError(f"{refuse} (file is not a database): pass another --db; nothing was changed")
+    wal = len(head) > 18 and head[18] == 2
+    mode = "ro" if not wal or path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True)
+    except sqlite3.Error as e:
+        raise MllmretError(f"cannot open database {str(path)!r}: {e}") from e
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        ours = "_sqlite_migrations" in tables and conn.execute(
+            "SELECT count(*) FROM _sqlite_migrations WHERE migration_set = ?", [migrations.name]
+        ).fetchone()[0]
+    except sqlite3.Error as e:
+        raise MllmretError(f"{refuse} ({e}): pass another --db; nothing was changed") from e
+    finally:
+        conn.close()
+    if tables and not ours:
+        shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+        raise MllmretError(f"{refuse} (an SQLite database of another application, with tables {shown}): "
+                           "pass another --db; nothing was changed")
+
+
 @dataclass(frozen=True)
 class Run:
     """One captioning configuration: backend, model, prompt and output-changing params."""
@@ -108,6 +151,7 @@ class Store:
             self.path = None
         else:
             self.path = Path(path) if path else db_path()
+            check_library(self.path)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = Database(self.path)
