@@ -15,7 +15,7 @@ from .errors import ImageError, ImportFormatError, MllmretError
 from .images import Skipped, open_image, sha256_file
 from .parsing import Parsed, parse_output
 from .records import _HEX64, MAX_SIDE, Record, check_encoding, parse_line, read_lines
-from .store import Store, as_int, as_json, as_tags, as_text
+from .store import Store, as_int, as_json, as_side, as_tags, as_text
 from .tiling import Box
 
 BATCH = 500
@@ -271,7 +271,7 @@ def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -
         box = [as_int(v, 0, MAX_SIDE) for v in r[6:10]]
         record = {
             "path": as_text(r[0]), "sha256": _sha256(r[1]), "image_id": as_text(r[2]),
-            "width": as_int(r[3], 1, MAX_SIDE), "height": as_int(r[4], 1, MAX_SIDE),
+            "width": as_side(r[3]), "height": as_side(r[4]),
             "tile": as_text(r[5]), "box": box if None not in box else None,
             "backend": as_text(r[10]), "model": as_text(r[11]), "prompt_name": as_text(r[12]),
             "prompt": as_text(r[13]), "params": as_json(r[14], {}), "text": as_text(r[15]) or "",

@@ -39,6 +39,11 @@ def as_int(v: Any, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
     return v if type(v) is int and lo <= v <= hi else None
 
 
+def as_side(v: Any) -> int | None:
+    """A stored width or height: whole pixels from 1 to MAX_DIMENSION, else None."""
+    return as_int(v, 1, MAX_DIMENSION)
+
+
 def as_text(v: Any) -> str | None:
     """A stored text as str (a blob decoded, invalid bytes replaced; a number as written), or None."""
     if v is None or isinstance(v, str):
@@ -206,7 +211,8 @@ class Store:
         ).fetchone()
         if r is None:
             raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
-        return Run(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+        return Run(r[0], as_text(r[1]) or "", as_text(r[2]) or "", as_text(r[3]), as_text(r[4]),
+                   as_json(r[5], {}))
 
     def finish_run(self, run_id: int) -> None:
         """Stamp the run's finish time."""
@@ -217,6 +223,8 @@ class Store:
         """Run ids matching --run/--model (None means all runs)."""
         if run is None and model is None:
             return None
+        if run is not None and as_int(run) is None:
+            raise MllmretError(f"no captions for run {run}: see `mllmret stats` for what is stored")
         sql, args = "SELECT id FROM runs WHERE 1", []
         if run is not None:
             sql, args = sql + " AND id = ?", [*args, run]
@@ -235,8 +243,11 @@ class Store:
         return rows[0] if rows else None
 
     def image_row(self, image_id: int) -> dict[str, Any]:
-        """One image's record."""
-        return next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        """One image's record, each value of its column's type (an odd stored value reads as None)."""
+        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        texts = {k: as_text(row[k]) for k in ("sha256", "external_id", "path", "status", "added_at")}
+        return {**row, **texts, "width": as_side(row["width"]), "height": as_side(row["height"]),
+                "bytes": as_int(row["bytes"])}
 
     def add_image(
         self, sha256: str | None, path: str | None, width: int | None, height: int | None,
@@ -360,6 +371,11 @@ class Store:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         n = 0
         for tile_id, raw, parsed, seconds in rows:
+            if not (isinstance(raw, str) and isinstance(parsed.caption, str)
+                    and all(isinstance(t, str) for t in parsed.tags)):
+                raise MllmretError("a caption's raw text, tags and caption must be text")
+            if seconds is not None and not (type(seconds) in (int, float) and math.isfinite(seconds)):
+                seconds = None
             cur = self.db.execute(
                 f"{verb} INTO captions (tile_id, run_id, raw, tags, caption, seconds, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -388,8 +404,9 @@ class Store:
             args.append(json.dumps(ids))
         sql += " ORDER BY t.image_id, t.id, c.run_id"
         for r in self.db.execute(sql, args):
-            box = Box(r[3], r[4], r[5], r[6]) if r[3] is not None else None
-            yield TileText(r[0], r[1], r[2], box, r[7], tuple(json.loads(r[8])), r[9])
+            coords = [as_int(v, 0, MAX_DIMENSION) for v in r[3:7]]
+            box = Box(*coords) if None not in coords else None
+            yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "")
 
     def has_captions(self) -> bool:
         """Whether any caption is stored (cheap: no counting)."""

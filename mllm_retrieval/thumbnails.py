@@ -26,10 +26,15 @@ def cache_dir() -> Path:
     return config.data_dir() / "thumbs"
 
 
+def is_sha256(text: str | None) -> bool:
+    """Whether this is a content hash as the store writes it (64 lowercase hex digits)."""
+    return bool(_SHA256.fullmatch(text or ""))
+
+
 def thumbnail(source: str | os.PathLike, sha256: str, size: int = THUMB_SIZE,
               cache: Path | None = None) -> Path:
     """A JPEG of `source` whose longest side is at most `size`, made once per content hash and size."""
-    if not _SHA256.fullmatch(sha256 or ""):
+    if not is_sha256(sha256):
         raise ImageError("no content hash for this image")
     out = (cache or cache_dir()) / sha256[:2] / f"{sha256}-{size}.jpg"
     if out.exists():
