@@ -12,7 +12,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from .errors import ImageError, ImportFormatError, MllmretError
-from .images import Skipped, open_image, sha256_file
+from .images import Skipped, image_size, sha256_file
 from .parsing import Parsed, parse_output
 from .records import _HEX64, MAX_SIDE, Record, check_encoding, parse_line, read_lines
 from .store import Store, as_int, as_json, as_side, as_tags, as_text
@@ -197,8 +197,7 @@ def _image_for(store: Store, rec: Record, root: Path | None, known: _Known, lear
     image_id = known.images.get(cache_key)
     if image_id is None and file is not None:
         sha = sha256_file(file)
-        with open_image(file) as im:
-            width, height = im.size
+        width, height = image_size(file)
         st = file.stat()
         image_id = store.add_image(sha, str(file.absolute()), width, height, st.st_size,
                                    external_id=rec.image_id)
