@@ -47,6 +47,7 @@ SECURITY_HEADERS = {
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",  # other sites' pages cannot embed the photos
 }
 IMAGE_CACHE = "private, max-age=86400"  # an image id keeps its sha256 for good
 MIN_SIMILARITY = 0.2  # semantic/hybrid leave out less similar images, as `mllmret search` does by default
@@ -270,6 +271,26 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered wherever GET is, with GET's status and headers and no body."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None,
                mode: str = DEFAULT_MODE, embedder=None) -> FastAPI:
     """The web app for one database (created by `mllmret caption` or `import`; may not exist yet).
@@ -286,6 +307,7 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     app.state.library = lib
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost"])
+    app.add_middleware(HeadAsGet)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
