@@ -192,8 +192,11 @@ def export(
         if output is None:
             n = export_jsonl(store, sys.stdout, run_ids)
         else:
-            with output.open("w", encoding="utf-8") as f:
-                n = export_jsonl(store, f, run_ids)
+            try:
+                with output.open("w", encoding="utf-8") as f:
+                    n = export_jsonl(store, f, run_ids)
+            except OSError as e:
+                raise _fail(f"cannot write {str(output)!r}: {e.strerror or e}") from None
     typer.echo(f"exported {n} captions", err=True)
 
 

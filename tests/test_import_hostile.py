@@ -226,3 +226,8 @@ def test_export_is_standard_json_whatever_the_database_holds(store):
     [rec] = [_strict(x) for x in out.getvalue().splitlines()]
     assert rec["width"] is None and rec["height"] is None and rec["params"] == {}
     assert rec["tags"] == [] and rec["caption"] == "\ufffdA" and rec["path"] == "\x00\ufffd"
+
+
+def test_export_to_an_unwritable_place_is_one_line(tmp_path):
+    r = mllmret("export", "-o", tmp_path / "missing" / "out.jsonl", "--db", tmp_path / "lib.db", ok=False)
+    assert r.exit_code == 1 and r.output.strip().startswith("Error: cannot write")
