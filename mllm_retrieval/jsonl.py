@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .errors import ImageError, ImportFormatError, MllmretError
 from .images import Skipped, image_size, sha256_file
 from .parsing import Parsed, parse_output
-from .records import _HEX64, MAX_SIDE, Record, check_encoding, parse_line, read_lines
+from .records import MAX_SIDE, SHA256_HEX, Record, check_encoding, parse_line, read_lines
 from .store import Store, as_int, as_json, as_side, as_tags, as_text
 from .tiling import Box
 
@@ -137,6 +137,8 @@ def _import_line(store: Store, raw: bytes | ImportFormatError, root: Path | None
             return e
         if isinstance(e, ImageError):
             return ImportFormatError(str(e), "unreadable image file")
+        if isinstance(e, OSError):
+            return ImportFormatError(f"unreadable image file ({e.strerror or e})", "unreadable image file")
         if isinstance(e, (sqlite3.Error, MllmretError, ValueError, TypeError, OverflowError, UnicodeError)):
             return ImportFormatError(f"could not be stored ({type(e).__name__}: {e})", "could not be stored")
         raise
@@ -250,7 +252,7 @@ def _compose(parsed: Parsed) -> str:
 
 def _sha256(v: Any) -> str | None:
     text = as_text(v)
-    return text if text and _HEX64.fullmatch(text) else None
+    return text if text and SHA256_HEX.fullmatch(text) else None
 
 
 def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -> int:

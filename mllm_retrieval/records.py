@@ -26,7 +26,7 @@ MAX_DIGITS = 19  # an integer with more digits cannot be stored (SQLite integers
 MAX_NAME = 4096  # characters of a path, file name or id
 MAX_DEPTH = 32  # nesting of `params`
 INT64 = (-(1 << 63), (1 << 63) - 1)
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 UTF8_BOM = b"\xef\xbb\xbf"
 OTHER_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
@@ -92,7 +92,7 @@ FIELDS: dict[str, tuple[Any, str]] = {
     "path": (_name, "a file path (text)"),
     "file_name": (_name, "a file name (text)"),
     "image_id": (lambda v: _name(v) or _whole(v, *INT64), "text or a whole number"),
-    "sha256": (lambda v: type(v) is str and _HEX64.fullmatch(v), "64 hexadecimal digits"),
+    "sha256": (lambda v: type(v) is str and SHA256_HEX.fullmatch(v), "64 hexadecimal digits"),
     "width": (lambda v: _whole(v, 1, MAX_SIDE), f"a whole number of pixels from 1 to {MAX_SIDE:,}"),
     "height": (lambda v: _whole(v, 1, MAX_SIDE), f"a whole number of pixels from 1 to {MAX_SIDE:,}"),
     "tile": (lambda v: type(v) is str and len(v) <= 100, '"full" or "x0,y0,x1,y1"'),
