@@ -80,6 +80,31 @@ def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
     return ",".join(str(v) for v in box.as_list())
 
 
+@dataclass(frozen=True)
+class Run:
+    """One captioning configuration: backend, model, prompt and output-changing params."""
+
+    id: int
+    backend: str
+    model: str
+    prompt_name: str | None
+    prompt_sha256: str | None
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TileText:
+    """One caption of one tile, as search and export read it."""
+
+    image_id: int
+    tile_id: int
+    tile_key: str
+    box: Box | None
+    run_id: int
+    tags: tuple[str, ...]
+    caption: str
+
+
 def check_library(path: Path) -> None:
     """Refuse, before anything is written (a pragma included), a file that is not an mllmret library.
 
@@ -120,31 +145,6 @@ def check_library(path: Path) -> None:
         shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
         raise MllmretError(f"{refuse} (an SQLite database of another application, with tables {shown}): "
                            "pass another --db; nothing was changed")
-
-
-@dataclass(frozen=True)
-class Run:
-    """One captioning configuration: backend, model, prompt and output-changing params."""
-
-    id: int
-    backend: str
-    model: str
-    prompt_name: str | None
-    prompt_sha256: str | None
-    params: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class TileText:
-    """One caption of one tile, as search and export read it."""
-
-    image_id: int
-    tile_id: int
-    tile_key: str
-    box: Box | None
-    run_id: int
-    tags: tuple[str, ...]
-    caption: str
 
 
 class Store:
