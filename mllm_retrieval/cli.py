@@ -200,8 +200,11 @@ def import_(
     model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Import captions made elsewhere (same format as `mllmret export`)."""
-    from .jsonl import import_jsonl
+    """Import captions made elsewhere (same format as `mllmret export`).
+
+    Each line is checked; bad lines are skipped and reported by line number and reason, the rest are
+    imported. Exit status 1 when no line could be imported."""
+    from .jsonl import import_jsonl, skipped_report
 
     with _store(db) as store:
         s = import_jsonl(store, file, images_dir=images, model=model)
@@ -209,8 +212,10 @@ def import_(
         f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
         f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
     )
-    for item in s.skipped[:20]:
-        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+    for line in skipped_report(s.skipped):
+        typer.echo(line, err=True)
+    if s.skipped and not s.imported_lines:
+        raise typer.Exit(1)  # nothing in the file could be used
 
 
 @app.command()
@@ -229,8 +234,11 @@ def export(
         if output is None:
             n = export_jsonl(store, sys.stdout, run_ids)
         else:
-            with output.open("w", encoding="utf-8") as f:
-                n = export_jsonl(store, f, run_ids)
+            try:
+                with output.open("w", encoding="utf-8") as f:
+                    n = export_jsonl(store, f, run_ids)
+            except OSError as e:
+                raise _fail(f"cannot write {str(output)!r}: {e.strerror or e}") from None
     typer.echo(f"exported {n} captions", err=True)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .store import SEARCHABLE, Store
+from .store import MAX_DIMENSION, SEARCHABLE, Store, as_int, as_side, as_tags, as_text
 from .text import tokenize
 
 MAX_TAGS = 12
@@ -40,9 +40,12 @@ def indexed_file(store: Store, image_id: int) -> Path | None:
         [image_id],
     ).fetchall()
     for path, nbytes, mtime in rows:
+        path = as_text(path)
+        if not path or type(mtime) not in (int, float, type(None)):
+            continue
         try:
             st = os.stat(path)
-        except OSError:
+        except (OSError, ValueError):
             continue
         if st.st_size == nbytes and (mtime is None or abs(st.st_mtime - mtime) < 1e-3):
             return Path(path)
@@ -58,7 +61,8 @@ def card_info(store: Store, image_ids: Iterable[int], run_ids: list[int] | None 
         "SELECT id, width, height, status, sha256 FROM images WHERE id IN (SELECT value FROM json_each(?))",
         [ids],
     ):
-        info[image_id] = {"width": width, "height": height, "has_file": status == "ok" and bool(sha)}
+        info[image_id] = {"width": as_side(width), "height": as_side(height),
+                          "has_file": status == "ok" and bool(sha)}
     tags: dict[int, Counter] = {i: Counter() for i in info}
     words: dict[int, Counter] = {i: Counter() for i in info}
     sql = ("SELECT t.image_id, c.tags, c.caption FROM captions c JOIN tiles t ON t.id = c.tile_id "
@@ -69,8 +73,9 @@ def card_info(store: Store, image_ids: Iterable[int], run_ids: list[int] | None 
         args.append(json.dumps(run_ids))
     sql += " ORDER BY t.key != 'full', t.id, c.run_id"  # ties go to the whole image's tags
     for image_id, tag_json, caption in store.db.execute(sql, args):
-        tags[image_id].update(clean_tag(t) for t in json.loads(tag_json) if clean_tag(t))
-        words[image_id].update(w for w in tokenize(caption) if w not in VAGUE and not w.isdigit())
+        tags[image_id].update(clean_tag(t) for t in as_tags(tag_json) if clean_tag(t))
+        words[image_id].update(w for w in tokenize(as_text(caption) or "")
+                               if w not in VAGUE and not w.isdigit())
     for image_id, item in info.items():
         ranked = tags[image_id] or words[image_id]
         item["tags"] = [t for t, _ in ranked.most_common(MAX_TAGS)]
@@ -95,15 +100,17 @@ def image_detail(store: Store, image_id: int) -> dict[str, Any] | None:
         "JOIN runs r ON r.id = c.run_id WHERE t.image_id = ? "
         "ORDER BY t.key != 'full', t.y0, t.x0, t.id, c.run_id", [image_id],
     ):
+        box = [as_int(v, 0, MAX_DIMENSION) for v in r[2:6]]
         tile = tiles.setdefault(r[0], {
-            "key": r[1], "box": [r[2], r[3], r[4], r[5]] if r[2] is not None else None, "captions": [],
+            "key": as_text(r[1]), "box": box if None not in box else None, "captions": [],
         })
         tile["captions"].append({
-            "run": r[6], "model": r[7], "backend": r[8], "prompt": r[9],
-            "tags": json.loads(r[10]), "caption": r[11], "raw": r[12],
+            "run": r[6], "model": as_text(r[7]), "backend": as_text(r[8]), "prompt": as_text(r[9]),
+            "tags": list(as_tags(r[10])), "caption": as_text(r[11]) or "", "raw": as_text(r[12]) or "",
         })
     return {
-        "id": image["id"], "path": image["path"], "external_id": image["external_id"],
-        "width": image["width"], "height": image["height"], "status": image["status"],
-        "searchable": image["status"] in SEARCHABLE, "tiles": list(tiles.values()),
+        "id": image["id"], "path": as_text(image["path"]), "external_id": as_text(image["external_id"]),
+        "width": as_side(image["width"]), "height": as_side(image["height"]),
+        "status": as_text(image["status"]), "searchable": image["status"] in SEARCHABLE,
+        "tiles": list(tiles.values()),
     }

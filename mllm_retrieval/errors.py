@@ -30,4 +30,8 @@ class UnknownBackend(MllmretError):
 
 
 class ImportFormatError(MllmretError):
-    """A JSONL import file has a malformed line."""
+    """A JSONL import file has a malformed line (`kind` groups the reasons in the import's report)."""
+
+    def __init__(self, message: str, kind: str = "invalid line") -> None:
+        super().__init__(message)
+        self.kind = kind

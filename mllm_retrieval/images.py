@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
+T = TypeVar("T")
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 
 
@@ -70,8 +72,42 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+             4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+             7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}  # EXIF orientation -> transpose
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation (1-8; 1 when there is none), read without decoding the pixels when the
+    format allows (a PNG's eXIf chunk after its pixel data is found only once the image is loaded)."""
+    if im.format == "PNG" and "exif" not in im.info:
+        return 1  # PngImageFile.getexif would decode the whole image to look
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: no orientation
+        return 1
+    return value if value in TRANSPOSE else 1
+
+
+def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
+    """(width, height) as `open_image` gives them (EXIF orientation applied), from the file's header:
+    no pixel is decoded; ImageError when the file cannot be used."""
+    return _guarded(path, max_pixels, oriented_size)
+
+
+def oriented_size(im: Image.Image) -> tuple[int, int]:
+    """An opened image's (width, height) once turned upright by its EXIF orientation."""
+    width, height = im.size
+    return (height, width) if orientation(im) in (5, 6, 7, 8) else (width, height)
+
+
 def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """Open an image as 8-bit RGB in its EXIF orientation; raise ImageError when it cannot be used."""
+    return _guarded(path, max_pixels, lambda im: to_rgb(ImageOps.exif_transpose(im)))
+
+
+def _guarded(path: str | os.PathLike, max_pixels: int | None, use: Callable[[Image.Image], T]) -> T:
+    """use(the opened image), with the size guard, and every way a file can be bad as an ImageError."""
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     try:
         if os.path.getsize(path) == 0:
@@ -83,8 +119,7 @@ def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
                     raise ImageError(
                         f"too large ({im.width}x{im.height} pixels, limit {limit:,})"
                     )
-                im.load()
-                return to_rgb(ImageOps.exif_transpose(im))
+                return use(im)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

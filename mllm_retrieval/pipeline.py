@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .captioners.base import Captioner
 from .defaults import CAPTION_BATCH
 from .errors import ImageError
-from .images import Skipped, open_image, sha256_file, walk
+from .images import Skipped, image_size, open_image, sha256_file, walk
 from .parsing import parse_output
 from .prompts import Prompt
 from .store import Store
@@ -138,13 +138,12 @@ def _scan_one(store: Store, path: Path, summary: Summary, force: bool,
     try:
         sha = sha256_file(path)
         known = store.db.execute(
-            "SELECT id, width, height FROM images WHERE sha256 = ?", [sha]
+            "SELECT id, width, height FROM images WHERE sha256 = ? AND status != 'external'", [sha]
         ).fetchone()
         if known and known[1]:
             width, height = known[1], known[2]
         else:
-            with open_image(path, max_pixels) as im:
-                width, height = im.size
+            width, height = image_size(path, max_pixels)
     except ImageError as e:
         summary.failed.append(Skipped(key, str(e)))
         store.record_file(key, None, st.st_size, st.st_mtime, error=str(e))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -21,12 +22,55 @@ from .parsing import Parsed
 from .tiling import Box
 
 SEARCHABLE = ("ok", "external")
+SQLITE_HEADER = b"SQLite format 3\x00"
+MAX_DIMENSION = 1_000_000  # pixels: the widest image (or box) the store accepts
 RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished")
 
 
 def now() -> str:
     """UTC timestamp in ISO format."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# Reading tolerates whatever a database holds (another tool, an older version, a hand edit): these turn
+# a stored value into the type the code expects, or None/empty, and never raise.
+def as_int(v: Any, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
+    """A stored integer within [lo, hi], else None (text, reals, blobs and out-of-range values)."""
+    return v if type(v) is int and lo <= v <= hi else None
+
+
+def as_side(v: Any) -> int | None:
+    """A stored width or height: whole pixels from 1 to MAX_DIMENSION, else None."""
+    return as_int(v, 1, MAX_DIMENSION)
+
+
+def as_text(v: Any) -> str | None:
+    """A stored text as str (a blob decoded, invalid bytes replaced; a number as written), or None."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return str(v)
+
+
+def _no_constant(s: str) -> Any:
+    raise ValueError(s)
+
+
+def as_json(v: Any, default: Any) -> Any:
+    """A stored JSON text parsed (finite numbers only), or `default` when it is not JSON of the same type."""
+    try:
+        value = json.loads(as_text(v) or "", parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return default
+    return value if isinstance(value, type(default)) else default
+
+
+def as_tags(v: Any) -> tuple[str, ...]:
+    """A stored tags column (a JSON list of strings) as a tuple; anything else is read as no tags."""
+    return tuple(t for t in as_json(v, []) if isinstance(t, str))
 
 
 def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
@@ -70,6 +114,48 @@ class TileText:
     caption: str
 
 
+def check_library(path: Path) -> None:
+    """Refuse, before anything is written (a pragma included), a file that is not an mllmret library.
+
+    A missing or empty file, or an SQLite database without tables, becomes a new library; a database
+    whose migrations are mllmret's is one; anything else (another application's SQLite file, one with
+    an `images` table of its own, a file that is not SQLite) is left exactly as it is. The check reads
+    through a read-only connection; a WAL database with no -wal file is read as immutable, so that
+    not even -wal/-shm files appear beside it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise MllmretError(f"cannot open database {str(path)!r}: {e.strerror or e}") from e
+    if not head:
+        return
+    refuse = f"{str(path)!r} is not an mllmret database"
+    if not head.startswith(SQLITE_HEADER):
+        raise MllmretError(f"{refuse} (file is not a database): pass another --db; nothing was changed")
+    wal = len(head) > 18 and head[18] == 2
+    mode = "ro" if not wal or path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True)
+    except sqlite3.Error as e:
+        raise MllmretError(f"cannot open database {str(path)!r}: {e}") from e
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        ours = "_sqlite_migrations" in tables and conn.execute(
+            "SELECT count(*) FROM _sqlite_migrations WHERE migration_set = ?", [migrations.name]
+        ).fetchone()[0]
+    except sqlite3.Error as e:
+        raise MllmretError(f"{refuse} ({e}): pass another --db; nothing was changed") from e
+    finally:
+        conn.close()
+    if tables and not ours:
+        shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+        raise MllmretError(f"{refuse} (an SQLite database of another application, with tables {shown}): "
+                           "pass another --db; nothing was changed")
+
+
 class Store:
     """All reads and writes of the database go through here."""
 
@@ -79,6 +165,7 @@ class Store:
             self.path = None
         else:
             self.path = Path(path) if path else db_path()
+            check_library(self.path)
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = Database(self.path)
@@ -140,7 +227,8 @@ class Store:
         ).fetchone()
         if r is None:
             raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
-        return Run(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+        return Run(r[0], as_text(r[1]) or "", as_text(r[2]) or "", as_text(r[3]), as_text(r[4]),
+                   as_json(r[5], {}))
 
     def finish_run(self, run_id: int) -> None:
         """Stamp the run's finish time."""
@@ -151,6 +239,8 @@ class Store:
         """Run ids matching --run/--model (None means all runs)."""
         if run is None and model is None:
             return None
+        if run is not None and as_int(run) is None:
+            raise MllmretError(f"no captions for run {run}: see `mllmret stats` for what is stored")
         sql, args = "SELECT id FROM runs WHERE 1", []
         if run is not None:
             sql, args = sql + " AND id = ?", [*args, run]
@@ -169,24 +259,37 @@ class Store:
         return rows[0] if rows else None
 
     def image_row(self, image_id: int) -> dict[str, Any]:
-        """One image's record."""
-        return next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        """One image's record, each value of its column's type (an odd stored value reads as None)."""
+        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        texts = {k: as_text(row[k]) for k in ("sha256", "external_id", "path", "status", "added_at")}
+        return {**row, **texts, "width": as_side(row["width"]), "height": as_side(row["height"]),
+                "bytes": as_int(row["bytes"])}
 
     def add_image(
         self, sha256: str | None, path: str | None, width: int | None, height: int | None,
         nbytes: int | None = None, external_id: str | None = None, status: str | None = None,
     ) -> int:
-        """Insert an image by content (or external id), or update where it was last seen."""
+        """Insert an image by content (or external id), or update where it was last seen.
+
+        status "external" is an image known only from what an import line says (its sha256 claimed,
+        not computed): such a claim finds an image already stored but never changes one that was
+        indexed from a file (path, size, id); it only fills in other external images."""
         status = status or ("ok" if sha256 else "external")
         if sha256 is None and external_id is None:
             raise MllmretError("an image needs a sha256 or an external id")
+        for name, value, lo, hi in (("width", width, 1, MAX_DIMENSION), ("height", height, 1, MAX_DIMENSION),
+                                    ("bytes", nbytes, 0, (1 << 63) - 1)):
+            if value is not None and as_int(value, lo, hi) is None:
+                raise MllmretError(f"image {name} must be a whole number from {lo} to {hi:,}, not {value!r}")
         row = None
         if sha256:
-            row = self.db.execute("SELECT id FROM images WHERE sha256 = ?", [sha256]).fetchone()
+            row = self.db.execute("SELECT id, status FROM images WHERE sha256 = ?", [sha256]).fetchone()
         if row is None and external_id is not None:
             row = self.db.execute(
-                "SELECT id FROM images WHERE external_id = ?", [external_id]
+                "SELECT id, status FROM images WHERE external_id = ?", [external_id]
             ).fetchone()
+        if row and status == "external" and row[1] != "external":
+            return row[0]  # a claim never rewrites an image indexed from a file
         if row:
             self.db.execute(
                 "UPDATE images SET path = coalesce(?, path), width = coalesce(?, width), "
@@ -291,6 +394,11 @@ class Store:
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         n = 0
         for tile_id, raw, parsed, seconds in rows:
+            if not (isinstance(raw, str) and isinstance(parsed.caption, str)
+                    and all(isinstance(t, str) for t in parsed.tags)):
+                raise MllmretError("a caption's raw text, tags and caption must be text")
+            if seconds is not None and not (type(seconds) in (int, float) and math.isfinite(seconds)):
+                seconds = None
             cur = self.db.execute(
                 f"{verb} INTO captions (tile_id, run_id, raw, tags, caption, seconds, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -319,8 +427,9 @@ class Store:
             args.append(json.dumps(ids))
         sql += " ORDER BY t.image_id, t.id, c.run_id"
         for r in self.db.execute(sql, args):
-            box = Box(r[3], r[4], r[5], r[6]) if r[3] is not None else None
-            yield TileText(r[0], r[1], r[2], box, r[7], tuple(json.loads(r[8])), r[9])
+            coords = [as_int(v, 0, MAX_DIMENSION) for v in r[3:7]]
+            box = Box(*coords) if None not in coords else None
+            yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "")
 
     def has_captions(self) -> bool:
         """Whether any caption is stored (cheap: no counting)."""

@@ -36,8 +36,8 @@ from .embedding import EmbedderError
 from .errors import ImageError, MllmretError
 from .query import parse_query
 from .search import DEFAULT_MODE, Searcher, check_mode
-from .store import Store
-from .thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, thumbnail
+from .store import Store, as_text
+from .thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, is_sha256, thumbnail
 
 STATIC = Path(__file__).parent / "static"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -47,6 +47,7 @@ SECURITY_HEADERS = {
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",  # other sites' pages cannot embed the photos
 }
 IMAGE_CACHE = "private, max-age=86400"  # an image id keeps its sha256 for good
 MIN_SIMILARITY = 0.2  # semantic/hybrid leave out less similar images, as `mllmret search` does by default
@@ -180,7 +181,7 @@ def _reference(store: Store, image_id: int) -> Reference:
     text = image_text(store, image_id)
     if not text:
         raise HTTPException(422, f"image {image_id} has no tags or captions to start from")
-    return Reference(image_id, row[0] or row[1], text, "library")
+    return Reference(image_id, as_text(row[0]) or as_text(row[1]), text, "library")
 
 
 def _like_info(store: Store, image_id: int, modification: str, c: Composition) -> dict[str, Any]:
@@ -247,7 +248,7 @@ def _file(lib: Library, image_id: int) -> tuple[Path | None, str | None]:
     if store is None:
         return None, None
     row = store.db.execute("SELECT sha256 FROM images WHERE id = ?", [image_id]).fetchone()
-    return (indexed_file(store, image_id), row[0] or "") if row else (None, None)
+    return (indexed_file(store, image_id), as_text(row[0]) or "") if row else (None, None)
 
 
 def _image_id(text: str) -> int:
@@ -270,6 +271,26 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered wherever GET is, with GET's status and headers and no body."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None,
                mode: str = DEFAULT_MODE, embedder=None) -> FastAPI:
     """The web app for one database (created by `mllmret caption` or `import`; may not exist yet).
@@ -286,6 +307,7 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     app.state.library = lib
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost"])
+    app.add_middleware(HeadAsGet)
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -354,9 +376,9 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
         if path is None:
             return _error(404, "no indexed file for this image: it was imported without one, or the file is "
                           "gone or changed since it was indexed (caption its folder again)")
-        etag = f'"{sha}"'
-        headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE}
-        if request.headers.get("if-none-match") == etag:
+        etag = f'"{sha}"' if is_sha256(sha) else None  # an odd stored hash: served, not cached
+        headers = {"ETag": etag, "Cache-Control": IMAGE_CACHE} if etag else {"Cache-Control": "no-store"}
+        if etag and request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers=headers)
         media = "image/jpeg" if size else await run_in_threadpool(browser_type, path)
         if media is None:  # TIFF and other formats browsers cannot show

@@ -33,7 +33,7 @@ from ..parsing import parse_output
 from ..prompts import DEFAULT_PROMPT, Prompt, load_prompt
 from ..query import Query
 from ..search import Result, Searcher
-from ..store import Run, Store
+from ..store import Run, Store, as_tags, as_text
 from ..text import tokenize
 from .edits import compose
 from .rewrite import RewriteError, Rewriter
@@ -153,7 +153,7 @@ def image_text(store: Store, image_id: int, run_ids: Sequence[int] | None = None
         sql += " AND c.run_id IN (SELECT value FROM json_each(?))"
         args.append(json.dumps(list(run_ids)))
     rows = store.db.execute(sql + " ORDER BY t.key != 'full', t.id, c.run_id", args).fetchall()
-    units = [(key, tuple(json.loads(tags)), caption) for key, tags, caption in rows]
+    units = [(key, as_tags(tags), as_text(caption) or "") for key, tags, caption in rows]
     full = embedding_text((tags, caption) for key, tags, caption in units if key == "full")
     return full or embedding_text((tags, caption) for _, tags, caption in units)
 
@@ -167,7 +167,7 @@ def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Seque
     A new file is captioned with `captioner` (else `reference_captioner(store, run_ids, backend, model)`)
     and `prompt`; with `add` it goes through `pipeline.caption_paths` (tiles included) and is stored."""
     text = str(ref).strip()
-    if isinstance(ref, int) or text.isdigit():
+    if isinstance(ref, int) or (text.isascii() and text.isdigit() and len(text) <= 18):
         image_id = int(text)
         if _image_exists(store, image_id):
             return _library_reference(store, image_id, run_ids)

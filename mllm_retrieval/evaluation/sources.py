@@ -90,7 +90,8 @@ def human_source(evalset: EvalSet) -> SourceText:
 # JSONL
 def read_jsonl(path: Path) -> tuple[list[JsonlRecord], list[str]]:
     """Records of an import-format JSONL file, and one reason per line that could not be used."""
-    from ..jsonl import _box  # the importer's own tile/box rules
+    from ..jsonl import _box  # the importer's own field checks and tile/box rules
+    from ..records import to_record
     from ..store import tile_key
 
     records, skipped = [], []
@@ -106,7 +107,7 @@ def read_jsonl(path: Path) -> tuple[list[JsonlRecord], list[str]]:
                 rec = json.loads(line)
                 if not isinstance(rec, dict):
                     raise ValueError("not a JSON object")
-                box = _box(rec)
+                box = _box(to_record(rec))
             except (ValueError, MllmretError) as e:
                 skipped.append(f"line {lineno}: {e}")
                 continue
