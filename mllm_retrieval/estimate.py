@@ -12,11 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
 from .captioners.base import Captioner
 from .errors import ImageError
-from .images import Skipped, open_image, walk
+from .images import Skipped, image_size, open_image, walk
 from .pipeline import tile_boxes
 from .prompts import Prompt
 from .store import Store
@@ -67,10 +65,9 @@ def estimate(
     for path in walk(paths, est.skipped):
         est.files += 1
         try:
-            with Image.open(path) as im:
-                boxes = tile_boxes(im.width, im.height, grid, overlap)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            est.skipped.append(Skipped(str(path), f"not a readable image ({e})"))
+            boxes = tile_boxes(*image_size(path), grid, overlap)
+        except ImageError as e:
+            est.skipped.append(Skipped(str(path), str(e)))
             continue
         if _already_done(store, path, per_image, len(boxes)):
             est.done += 1

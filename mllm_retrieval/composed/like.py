@@ -39,7 +39,7 @@ from .edits import compose
 from .rewrite import RewriteError, Rewriter
 
 # settings of a run that a new reference is captioned with too (so that --add lands in the same run)
-RUN_OPTIONS = ("max_new_tokens", "quantize", "base_url")
+RUN_OPTIONS = ("max_new_tokens", "quantize", "base_url", "dtype", "image_splitting")
 _NEG_OPERATOR = re.compile(r'(?<!\S)-"([^"]*)"?|(?<!\S)-(\w\S*)')
 _OPERATOR_MARKS = re.compile(r'(?<!\S)\+(?=\S)|"')
 
