@@ -100,6 +100,17 @@ def test_lightroom_naming_and_paths(library):
     assert nothing.exit_code == 1 and "no captions for run 99" in nothing.output
 
 
+def test_two_photos_with_one_lightroom_sidecar_name_write_it_once(library, tmp_path):
+    folder, db = library
+    Image.new("RGB", (8, 8), "white").save(folder / "sky.jpg")
+    src = tmp_path / "more.jsonl"
+    src.write_text(json.dumps({"path": str(folder / "sky.jpg"), "tags": ["snow"]}) + "\n")
+    mllmret("import", src, "--db", db)
+    r = mllmret("tags", "write", "--sidecar-name", "lightroom", "--db", db)
+    assert f"skipped {folder / 'sky.png'}: sky.xmp is already the sidecar of {folder / 'sky.jpg'}" in r.stderr
+    assert exiftool_read(folder / "sky.xmp")["Subject"] == ["snow"]
+
+
 def test_keywords_written_by_exiftool_survive_our_write_and_remove(library):
     folder, db = library
     sidecar = folder / "dog.jpg.xmp"
