@@ -149,11 +149,13 @@ def _write_one(image: str, sidecar: Path, tags: list[str], caption: str | None, 
 
 
 def _read(sidecar: Path) -> bytes | None:
-    """The sidecar's bytes, None when there is none; XmpError when it is not a regular file."""
+    """The sidecar's bytes, None when there is none; XmpError when it is a link or not a regular file."""
     try:
-        st = os.stat(sidecar)
+        st = os.lstat(sidecar)
     except FileNotFoundError:
         return None
+    if stat.S_ISLNK(st.st_mode):
+        raise XmpError("a symbolic link: left as it is (writing would replace the link)")
     if not stat.S_ISREG(st.st_mode):
         raise XmpError("not a regular file")
     if st.st_size > MAX_PACKET_BYTES:

@@ -153,6 +153,12 @@ def test_changed_photo_bad_sidecars_and_readonly_are_skipped_and_left_alone(libr
     assert "sky.png.xmp: read-only, left as it is" in r.stderr and b"mllmret|old" in not_xml.read_bytes()
     assert sorted(p.name for p in folder.iterdir()) == ["dog.jpg", "sky.png", "sky.png.xmp"]  # no temp files
 
+    not_xml.chmod(0o644)
+    not_xml.rename(folder / "elsewhere.xmp")
+    not_xml.symlink_to(folder / "elsewhere.xmp")
+    r = mllmret("tags", "write", folder / "sky.png", "--db", db)
+    assert "sky.png.xmp: a symbolic link: left as it is" in r.stderr and not_xml.is_symlink()
+
 
 def test_a_folder_we_cannot_write_in_is_skipped(library, monkeypatch):
     folder, db = library
