@@ -43,6 +43,21 @@ EXIFTOOL_SIDECAR = """<?xpacket begin='\ufeff' id='W5M0MpCehiHzreSzNTczkc9d'?>
 <?xpacket end='w'?>""".encode()
 
 
+# darktable's style: simple properties as attributes, dc:subject a Seq, its own namespaces.
+DARKTABLE_SIDECAR = b"""<?xml version="1.0" encoding="UTF-8"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/" x:xmptk="XMP Core 4.4.0-Exiv2">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+    xmlns:darktable="http://darktable.sf.net/" xmlns:dc="http://purl.org/dc/elements/1.1/"
+    xmlns:lr="http://ns.adobe.com/lightroom/1.0/" xmp:Rating="1" darktable:xmp_version="5">
+   <dc:subject><rdf:Seq><rdf:li>darktable|format|cr2</rdf:li><rdf:li>holiday</rdf:li></rdf:Seq></dc:subject>
+   <lr:hierarchicalSubject><rdf:Bag><rdf:li>places|holiday</rdf:li></rdf:Bag></lr:hierarchicalSubject>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>
+"""
+
+
 def items(data: bytes, prefix: str, name: str) -> list[str]:
     from mllm_retrieval.xmp import _items
 
@@ -94,6 +109,15 @@ def test_a_persons_keywords_description_and_other_properties_stay():
     assert items(data, "dc", "subject") == ["Holiday", "Anna"]  # "Anna" was the person's all along
     assert items(data, "lr", "hierarchicalSubject") == ["People|Anna"]
     assert ours_gone(data) and description(data) == "Anna at the lake"
+
+
+def test_a_darktable_sidecar_keeps_its_attributes_and_prefixes():
+    data, _ = merge(DARKTABLE_SIDECAR, ["beach", "holiday"], "Sea.")
+    assert items(data, "dc", "subject") == ["darktable|format|cr2", "holiday", "beach"]
+    assert b'xmp:Rating="1"' in data and b'darktable:xmp_version="5"' in data and description(data) == "Sea."
+    data, _ = merge(data, [], remove=True)
+    assert items(data, "dc", "subject") == ["darktable|format|cr2", "holiday"] and ours_gone(data)
+    assert items(data, "lr", "hierarchicalSubject") == ["places|holiday"] and description(data) is None
 
 
 def test_our_description_is_replaced_and_removed_but_a_persons_edit_is_kept():
