@@ -20,7 +20,6 @@ loses at most unrecorded rows. A first build saves every CHUNK images: killed, i
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -347,22 +346,12 @@ def _disk_gen(path: Path) -> int:
 
 def scan(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     """vectors @ query on one BLAS thread. The product is memory-bound (a second thread gains ~4 ms at
-    100k x 384), and BLAS threads left spinning after it slow the next query's embedding (torch's
-    threads) down by far more; bench/semantic_bench.py measures both."""
-    controller = _blas()
-    if controller is None:
-        return vectors @ query
-    with controller.limit(limits=1, user_api="blas"):
-        return vectors @ query
+    100k x 384), and BLAS threads left spinning after it slow the next query's embedding down by far
+    more; bench/semantic_bench.py measures both."""
+    from ..blas import one_thread
 
-
-@functools.lru_cache(maxsize=1)
-def _blas():
-    try:
-        from threadpoolctl import ThreadpoolController  # comes with scikit-learn, a sentence-transformers dep
-    except ImportError:
-        return None
-    return ThreadpoolController()
+    with one_thread():
+        return vectors @ query
 
 
 def _top(scores: np.ndarray, ok: np.ndarray, k: int, tiebreak: np.ndarray) -> np.ndarray:
