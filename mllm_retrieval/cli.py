@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from . import config
 from .errors import MllmretError
+from .query_args import QueryCommand
 
 
 class _Group(TyperGroup):
@@ -42,6 +43,12 @@ DbOption = Annotated[
 ]
 RunOption = Annotated[int | None, typer.Option("--run", help="Only captions of this run id.")]
 ModelFilter = Annotated[str | None, typer.Option("--model", help="Only captions of this model.")]
+EmbedderOption = Annotated[str | None, typer.Option(
+    envvar="MLLMRET_EMBEDDER", help="sentence-transformers model folder or id for semantic/hybrid "
+    "[default: the packaged all-MiniLM-L6-v2].")]
+NoEmbed = Annotated[bool, typer.Option(
+    "--no-embed", help="Do not embed the stored text for search by meaning (keyword-only libraries; "
+    "`mllmret embed` does it later).")]
 
 
 class Device(str, Enum):
@@ -111,9 +118,11 @@ def caption(
         help="import: the JSONL file of captions made elsewhere.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    no_embed: NoEmbed = False,
+    embedder: EmbedderOption = None,
     db: DbOption = None,
 ) -> None:
-    """Describe every image and tile under PATHS with an M-LLM and store the text.
+    """Describe every image and tile under PATHS with an M-LLM, store the text and embed it.
 
     Rerunning the same command resumes; a new model or prompt makes a new run beside the old one.
     """
@@ -124,7 +133,8 @@ def caption(
     if backend == "import":
         if captions is None:
             raise _fail("--backend import needs --captions FILE.jsonl")
-        return import_(captions, images=paths[0] if paths else None, model=model, db=db)
+        return import_(captions, images=paths[0] if paths else None, model=model, no_embed=no_embed,
+                       embedder=embedder, db=db)
     captioner = get_captioner(
         backend, model=model, device=device.value, dtype=dtype.value,
         quantize=None if quantize is Quantize.none else quantize.value,
@@ -136,7 +146,20 @@ def caption(
             store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
             batch_size=batch_size, force=force, progress=not quiet,
         )
-    _print_summary(summary)
+        _print_summary(summary)
+        _embed(store, embedder, quiet, embed=not no_embed)
+
+
+def _embed(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:
+    """The indexing step of caption/import/embed: the keyword index, then vectors for every image text
+    that has none (unless `embed` is False)."""
+    from .library_embedding import embed_library
+
+    s = embed_library(store, embedder, progress=not quiet, embed=embed)
+    if s is None:
+        return
+    typer.echo(f"embedded {s.embedded} images for search by meaning ({s.images} in all, {s.embedder})",
+               err=True)
 
 
 def _print_summary(s) -> None:
@@ -156,19 +179,37 @@ def import_(
     images: Annotated[Path | None, typer.Option(help="Folder that file_name is relative to.")] = (
         None),
     model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    no_embed: NoEmbed = False,
+    embedder: EmbedderOption = None,
     db: DbOption = None,
 ) -> None:
-    """Import captions made elsewhere (same format as `mllmret export`)."""
+    """Import captions made elsewhere (same format as `mllmret export`), then embed them."""
     from .jsonl import import_jsonl
 
     with _store(db) as store:
-        s = import_jsonl(store, file, images_dir=images, model=model)
-    typer.echo(
-        f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
-        f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
-    )
-    for item in s.skipped[:20]:
-        typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+        s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
+        typer.echo(
+            f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
+            f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
+        )
+        for item in s.skipped[:20]:
+            typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+        _embed(store, embedder, quiet, embed=not no_embed)
+
+
+@app.command()
+def embed(
+    embedder: EmbedderOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Embed the stored text for search by meaning (a library made by an older version, or a new
+    --embedder); resumes where a killed run stopped."""
+    with _store(db) as store:
+        if not store.has_captions():
+            raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
+        _embed(store, embedder, quiet)
 
 
 @app.command()
@@ -208,7 +249,7 @@ class SearchMode(str, Enum):
     hybrid = "hybrid"
 
 
-@app.command()
+@app.command(cls=QueryCommand)
 def search(
     query: Annotated[list[str] | None, typer.Argument(
         help='Words to find. "a phrase" must match as written, +word must appear, -word must not. '
@@ -283,7 +324,8 @@ def search(
       mllmret search --like 42 without the leash, on a beach
       mllmret search --like ~/new.jpg --add a cat instead of the dog
     """
-    from .query import parse_query
+    from .library_embedding import SEARCH_BACKLOG
+    from .query import parse_query, why_empty
     from .search import Searcher
 
     text = " ".join(query or [])
@@ -297,7 +339,7 @@ def search(
             raise _fail(f"{given[0]} goes with --like REF")
         parsed = parse_query(text)
         if parsed.empty:
-            raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
+            raise _fail(why_empty(text))
     learned = None
     if like is not None and composer is Composer.learned:
         if mode is SearchMode.keyword:
@@ -310,7 +352,7 @@ def search(
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
         run_ids = store.select_runs(run, model)
         searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder,
-                            min_similarity=min_similarity, progress=True)
+                            min_similarity=min_similarity, progress=True, max_backlog=SEARCH_BACKLOG)
         if like is not None:
             return _search_like(store, searcher, run_ids, like, text, k, as_json, mode, add=add,
                                 caption_backend=caption_backend, caption_model=caption_model,
@@ -319,10 +361,17 @@ def search(
                                 rewrite_timeout=rewrite_timeout,
                                 composer=learned)
         results = searcher.search(parsed, k)
+    _print_notice(searcher)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
         return
     _print_results(results, as_json, mode)
+
+
+def _print_notice(searcher) -> None:
+    """The one line saying that a search by meaning was answered by keyword (embeddings missing)."""
+    if searcher.notice:
+        typer.echo(f"Note: {searcher.notice}", err=True)
 
 
 def _print_results(results, as_json: bool, mode: SearchMode) -> None:
@@ -330,7 +379,7 @@ def _print_results(results, as_json: bool, mode: SearchMode) -> None:
         if as_json:
             typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
         else:
-            typer.echo(format_result(r, via=mode is not SearchMode.keyword))
+            typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
 
 
 def _search_like(store, searcher, run_ids, like: str, modification: str, k: int, as_json: bool,
@@ -356,7 +405,12 @@ def _search_like(store, searcher, run_ids, like: str, modification: str, k: int,
     vector = None
     if learned is not None:
         vector = learned.query_vector(searcher.semantic.embedder, reference.text, modification)
+    if reference.source == "added":  # stored now: embedded now, as `mllmret caption` would
+        from .library_embedding import embed_library
+
+        embed_library(store, searcher.semantic.embedder)
     result = search_like(searcher, reference, modification, k, rewriter=rewriter, query_vector=vector)
+    _print_notice(searcher)
     warning = result.composition.warning
     if warning:
         typer.echo(f"Warning: {warning}", err=True)
@@ -396,14 +450,19 @@ def format_composition(result) -> str:
     return "\n".join(lines)
 
 
-def format_result(r, via: bool = False) -> str:
-    """One result as a table row: rank, score, path, matched words, [how it matched,] tile."""
-    where = r.tile_key if r.tile_key in (None, "full") else f"tile {r.tile_key}"
+def format_result(r, via: bool = False, mode: str | None = None) -> str:
+    """One result as a table row: rank, image id, score, path, matched words, [how it matched,] tile.
+
+    The score is BM25 in keyword mode, the similarity in semantic mode, the fused (RRF) score in hybrid;
+    the tile is named by where it lies ("top left"; `--json` has its box)."""
+    where = r.tile_name or r.tile_key or "-"
     if not via:
-        return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
+        return (f"{r.rank:>3}  #{r.image_id:<5} {r.score:7.3f}  {r.path or r.external_id}  "
+                f"[{', '.join(r.matched)}]  {where}")
+    score = r.similarity if mode == "semantic" and r.similarity is not None else r.score
     sim = "" if r.similarity is None else f" {r.similarity:.2f}"
-    return (f"{r.rank:>3}  {r.score:7.4f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  "
-            f"{r.via}{sim}  {where or '-'}")
+    return (f"{r.rank:>3}  #{r.image_id:<5} {score:7.4f}  {r.path or r.external_id}  "
+            f"[{', '.join(r.matched)}]  {r.via}{sim}  {where}")
 
 
 @app.command("eval")
@@ -601,7 +660,7 @@ def demo(
             typer.echo(f"\n$ mllmret search {q!r}{flag} --db {path}")
             results = searcher.search(q, 3)
             for r in results:
-                typer.echo(format_result(r, via=mode is not SearchMode.keyword))
+                typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
             if not results:
                 typer.echo("no images match")
     typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")
@@ -643,5 +702,5 @@ def serve(
     typer.echo(f"Serving {path}{state}; {mode.value} search by default\nOpen http://{host}:{port}/ in a "
                "browser; Ctrl-C stops.", err=True)
     app_ = create_app(path, allowed_hosts=None if host in LOCAL_HOSTS else ["*"], mode=mode.value,
-                      embedder=embedder)
+                      embedder=embedder, embed_missing=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -19,7 +19,7 @@ from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex, tile_tokens
 from .query import Query, contains_phrase, parse_query
 from .store import Store
-from .tiling import Box
+from .tiling import Box, tile_name
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
 
@@ -39,13 +39,15 @@ class Result:
     via: str = "keyword"
     bm25: float | None = None
     similarity: float | None = None
+    tile_name: str | None = None  # where the tile lies: "top left", "centre", "full" (tiling.tile_name)
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
         return {
             "rank": self.rank, "image_id": self.image_id, "score": round(self.score, 4),
             "path": self.path, "external_id": self.external_id, "matched": list(self.matched),
-            "tile": self.tile_key, "box": self.tile.as_list() if self.tile else None, "via": self.via,
+            "tile": self.tile_key, "box": self.tile.as_list() if self.tile else None,
+            "tile_name": self.tile_name, "via": self.via,
             "bm25": None if self.bm25 is None else round(self.bm25, 4),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
         }
@@ -75,16 +77,22 @@ class Searcher:
     similar than that (cosine) from the semantic ranking (keyword matches stay). The semantic index and the
     model load on the first query that needs them, so keyword search never imports sentence-transformers.
     The library default stays keyword (callers keep BM25 semantics); `mllmret search` defaults to hybrid,
-    DEFAULT_MODE, which measured better on every evaluation set (eval/RESULTS.md)."""
+    DEFAULT_MODE, which measured better on every evaluation set (eval/RESULTS.md).
+
+    `max_backlog`: when more images than this still lack an embedding, a search by meaning is answered by
+    keyword instead of embedding them first, and `notice` says so (None, the default: always embed first)."""
 
     def __init__(self, store: Store, run_ids: list[int] | None = None, engine: str = DEFAULT_ENGINE,
                  persist: bool = True, mode: str = "keyword", embedder=None,
-                 min_similarity: float | None = None, progress: bool = False) -> None:
+                 min_similarity: float | None = None, progress: bool = False,
+                 max_backlog: int | None = None) -> None:
         self.store = store
         self.run_ids = run_ids
         self.mode = check_mode(mode)
         self.index = StoreIndex(store, run_ids, engine, persist=persist)
         self.persist, self.progress, self.min_similarity = persist, progress, min_similarity
+        self.max_backlog = max_backlog
+        self.notice: str | None = None  # set by the last search when it fell back to keyword
         self._embedder = embedder
         self._semantic = None
 
@@ -108,6 +116,13 @@ class Searcher:
         is the semantic query (the embedder's unit vectors) instead of embedding the query's text."""
         q = parse_query(query) if isinstance(query, str) else query
         mode = check_mode(mode or self.mode)
+        self.notice = None
+        if mode != "keyword" and self.max_backlog is not None:
+            pending = self.semantic.backlog()
+            if pending > self.max_backlog:
+                from .library_embedding import backlog_note
+
+                mode, self.notice = "keyword", backlog_note(pending)
         if k <= 0 or q.empty and (query_vector is None or mode == "keyword"):
             return []
         terms = q.ranking_terms
@@ -198,13 +213,21 @@ class Searcher:
         return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
                       external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),
-                      bm25=hit.bm25, similarity=hit.similarity)
+                      bm25=hit.bm25, similarity=hit.similarity,
+                      tile_name=_tile_name(tile, image))
 
 
 def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = None,
            engine: str = DEFAULT_ENGINE, mode: str = "keyword", embedder=None) -> list[Result]:
     """One-shot search."""
     return Searcher(store, run_ids, engine, mode=mode, embedder=embedder).search(query, k)
+
+
+def _tile_name(tile: TileTokens | None, image: Mapping) -> str | None:
+    """The best tile in words ("full", "top left", ...), None when no tile matched."""
+    if tile is None:
+        return None
+    return "full" if tile.key == "full" else tile_name(tile.box, image["width"], image["height"]) or tile.key
 
 
 def _via(by_keyword: bool, by_meaning: bool) -> str:

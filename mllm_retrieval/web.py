@@ -34,7 +34,8 @@ from .composed.like import Composition, Reference, compose_like, image_text, sea
 from .details import card_info, image_detail, indexed_file, library_summary
 from .embedding import EmbedderError
 from .errors import ImageError, MllmretError
-from .query import parse_query
+from .library_embedding import SEARCH_BACKLOG, embed_in_background
+from .query import parse_query, why_empty
 from .search import DEFAULT_MODE, Searcher, check_mode
 from .store import Store
 from .thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, thumbnail
@@ -107,6 +108,7 @@ class SearchPage(BaseModel):
     message: str | None = None
     hint: str | None = None
     like: LikeInfo | None = None  # a composed search's reference and words
+    notice: str | None = None  # set when a search by meaning was answered by keyword (embeddings missing)
 
 
 class Library:
@@ -152,10 +154,10 @@ def _search(lib: Library, q: str, k: int, offset: int, mode: str, like: int | No
     if like is not None:
         return _search_like(lib, store, page, like)
     if parse_query(q).empty:
-        return {**page, "empty": "no_words",
-                "message": "type at least one word to look for (-word only excludes)"}
-    results = _searcher(lib, store, mode).search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
-    return _fill(page, store, results)
+        return {**page, "empty": "no_words", "message": why_empty(q)}
+    searcher = _searcher(lib, store, mode)
+    results = searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
+    return _fill({**page, "notice": searcher.notice}, store, results)
 
 
 def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int) -> dict[str, Any]:
@@ -169,7 +171,7 @@ def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int
                 "removes every word of the reference and adds none"}
     searcher = _searcher(lib, store, mode)
     found = search_like(searcher, reference, modification, min(offset + k + 1, MAX_RESULTS + 1), mode)
-    return _fill(page, store, found.results)
+    return _fill({**page, "notice": searcher.notice}, store, found.results)
 
 
 def _reference(store: Store, image_id: int) -> Reference:
@@ -199,7 +201,7 @@ def _searcher(lib: Library, store: Store, mode: str) -> Searcher:
     """The library's one Searcher, made on first use; the embedder loaded when `mode` needs it."""
     if lib.searcher is None:
         lib.searcher = Searcher(store, None, mode=lib.mode, embedder=lib.embedder,
-                                min_similarity=MIN_SIMILARITY)
+                                min_similarity=MIN_SIMILARITY, max_backlog=SEARCH_BACKLOG)
     if mode != "keyword":
         _load_embedder(lib.searcher)
     return lib.searcher
@@ -271,14 +273,17 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None,
-               mode: str = DEFAULT_MODE, embedder=None) -> FastAPI:
+               mode: str = DEFAULT_MODE, embedder=None, embed_missing: bool = False) -> FastAPI:
     """The web app for one database (created by `mllmret caption` or `import`; may not exist yet).
 
-    `mode` is the search mode when a request names none; `embedder` as for `search.Searcher`."""
+    `mode` is the search mode when a request names none; `embedder` as for `search.Searcher`;
+    `embed_missing` embeds the text that has no vector yet on a background thread at start-up."""
     lib = Library(Path(db_path) if db_path else config.db_path(), check_mode(mode), embedder)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        if embed_missing:
+            embed_in_background(lib.path, embedder)
         yield
         await run_in_threadpool(lib.close)
 

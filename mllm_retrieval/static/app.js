@@ -195,7 +195,7 @@ async function loadPage() {
     state.hasMore = data.has_more;
     $("results").append(...data.results.map((r) => card(r, data.mode)));
     $("more").hidden = !state.hasMore || !$("view").hidden;
-    setStatus(resultsStatus(data.mode));
+    setStatus(data.notice ? `${resultsStatus(data.mode)} Note: ${data.notice}` : resultsStatus(data.mode));
   } catch (error) {
     if (seq === state.seq) setStatus(`Error: ${error.message}`, "error");
   } finally {
