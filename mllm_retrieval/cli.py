@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import config
+from .cutoff import MIN_RELATIVE, MIN_SIMILARITY
 from .errors import MllmretError
 from .query_args import QueryCommand
 
@@ -259,15 +260,20 @@ def search(
     mode: Annotated[SearchMode, typer.Option(
         envvar="MLLMRET_SEARCH_MODE",
         help="keyword: BM25 only (fastest start); semantic: sentence-embedding similarity; hybrid: both, "
-        "fused (RRF); hybrid loads the embedding model, a few seconds per CLI call.")
+        "fused (RRF).")
     ] = SearchMode.hybrid,
-    embedder: Annotated[str | None, typer.Option(
-        envvar="MLLMRET_EMBEDDER", help="sentence-transformers model folder or id for semantic/hybrid "
-        "[default: the packaged all-MiniLM-L6-v2].")] = None,
+    embedder: EmbedderOption = None,
     min_similarity: Annotated[float, typer.Option(
-        help="semantic/hybrid: leave out images less similar than this (cosine) unless a keyword matches; "
-        "-1 keeps every image (as `mllmret eval` ranks).")
-    ] = 0.2,
+        help="semantic/hybrid: leave out meaning-only results (no query word) less similar than this "
+        "(cosine); -1 keeps every image (as `mllmret eval` ranks).")
+    ] = MIN_SIMILARITY,
+    min_relative: Annotated[float, typer.Option(
+        help="semantic/hybrid: also leave out meaning-only results less similar than this share of the "
+        "query's best similarity; 0 turns it off.")
+    ] = MIN_RELATIVE,
+    more_meaning: Annotated[bool, typer.Option(
+        "--more-meaning", help="Also show the meaning-only results below the cut-off (\"more like this "
+        "meaning\").")] = False,
     run: RunOption = None,
     model: ModelFilter = None,
     engine: Annotated[str, typer.Option(help="sparse (fast, default) or rank-bm25 (reference).")] = "sparse",
@@ -351,8 +357,9 @@ def search(
         if not store.has_captions():
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
         run_ids = store.select_runs(run, model)
-        searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder,
-                            min_similarity=min_similarity, progress=True, max_backlog=SEARCH_BACKLOG)
+        cut = (None, None) if more_meaning else (min_similarity, min_relative)
+        searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder, min_similarity=cut[0],
+                            min_relative=cut[1], progress=True, max_backlog=SEARCH_BACKLOG)
         if like is not None:
             return _search_like(store, searcher, run_ids, like, text, k, as_json, mode, add=add,
                                 caption_backend=caption_backend, caption_model=caption_model,
@@ -364,14 +371,21 @@ def search(
     _print_notice(searcher)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
-        return
     _print_results(results, as_json, mode)
+    _print_hidden(searcher)
 
 
 def _print_notice(searcher) -> None:
     """The one line saying that a search by meaning was answered by keyword (embeddings missing)."""
     if searcher.notice:
         typer.echo(f"Note: {searcher.notice}", err=True)
+
+
+def _print_hidden(searcher) -> None:
+    """The one line saying how many meaning-only results the cut-off left out."""
+    if searcher.hidden:
+        typer.echo(f"{searcher.hidden} more images are only close in meaning (no query word, less similar): "
+                   "--more-meaning shows them", err=True)
 
 
 def _print_results(results, as_json: bool, mode: SearchMode) -> None:
@@ -655,14 +669,17 @@ def demo(
         s = load_sample(store)
         typer.echo(f"indexed {s.images} photos from {sample_images_dir()} into {path} "
                    f"({s.added} new captions)")
-        searcher = Searcher(store, mode=mode.value)
-        for q in query or QUERIES:
-            typer.echo(f"\n$ mllmret search {q!r}{flag} --db {path}")
+        searcher = Searcher(store, mode=mode.value, min_similarity=MIN_SIMILARITY, min_relative=MIN_RELATIVE)
+        for q in query or QUERIES:  # exactly what the printed command prints (same cut-off, -k 3)
+            typer.echo(f"\n$ mllmret search {q!r} -k 3{flag} --db {path}")
             results = searcher.search(q, 3)
             for r in results:
                 typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
             if not results:
-                typer.echo("no images match")
+                typer.echo(f"no images match {q!r}")
+            if searcher.hidden:
+                typer.echo(f"{searcher.hidden} more images are only close in meaning (no query word, less "
+                           "similar): --more-meaning shows them")
     typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")
 
 

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 MAX_CHARS = 2000  # texts are cut here before tokenising; the model truncates at its own max_seq_length
-LIGHT_MAX_TEXTS = 32  # up to this many texts at once go through numpy (no torch import); more: torch
+LIGHT_MAX_TEXTS = 64  # up to this many texts at once go through numpy (no torch import; a search embeds
+# at most library_embedding.SEARCH_BACKLOG images itself); more: torch
 
 
 class EmbedderError(MllmretError):
@@ -151,20 +152,11 @@ class MeanPoolEncoder:
     @classmethod
     def load(cls, source: str, device: str | None) -> MeanPoolEncoder | None:
         """The encoder for a local folder of such a model, else None (use sentence-transformers)."""
-        import json
+        from .numpy_bert import mean_pool_config
 
         folder = Path(source)
-        try:
-            listed = json.loads((folder / "modules.json").read_text())
-            modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
-            pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
-            config = json.loads((folder / "sentence_bert_config.json").read_text())
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
-        if modules != ["Transformer", "Pooling", "Normalize"] or modes != {"pooling_mode_mean_tokens"}:
-            return None
-        if config.get("do_lower_case"):
+        config = mean_pool_config(folder)
+        if config is None:
             return None
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging

@@ -44,17 +44,12 @@ class NumpyBertEncoder:
     def load(cls, source: str) -> NumpyBertEncoder | None:
         """The encoder for a local sentence-transformers folder of such a model, else None."""
         folder = Path(source)
+        st_config = mean_pool_config(folder)
         try:
-            listed = json.loads((folder / "modules.json").read_text())
-            modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
-            pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
-            st_config = json.loads((folder / "sentence_bert_config.json").read_text())
             config = json.loads((folder / "config.json").read_text())
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError):
             return None
-        modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
-        plain = (modules == ["Transformer", "Pooling", "Normalize"] and modes == {"pooling_mode_mean_tokens"}
-                 and not st_config.get("do_lower_case") and config.get("model_type") == "bert"
+        plain = (st_config is not None and config.get("model_type") == "bert"
                  and config.get("hidden_act") == "gelu"
                  and config.get("position_embedding_type", "absolute") == "absolute")
         files = ("model.safetensors", "tokenizer.json")
@@ -118,6 +113,22 @@ class NumpyBertEncoder:
         m = mask[..., None]
         pooled = (x * m).sum(1) / np.maximum(m.sum(1), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+
+
+def mean_pool_config(folder: Path) -> dict | None:
+    """The sentence-transformers config of a folder holding exactly Transformer + mean pooling + Normalize
+    (no extra lower-casing), else None: the models run here and by embedding.MeanPoolEncoder."""
+    try:
+        listed = json.loads((folder / "modules.json").read_text())
+        modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+        config = json.loads((folder / "sentence_bert_config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
+    if modules != ["Transformer", "Pooling", "Normalize"] or modes != {"pooling_mode_mean_tokens"}:
+        return None
+    return None if config.get("do_lower_case") else config
 
 
 def _linear(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
