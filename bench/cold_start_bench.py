@@ -73,7 +73,11 @@ def build(db: Path, n: int) -> None:
 
 
 def env_for(tree: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree), "MLLMRET_DATA_DIR": str(tree / ".bench-data")}
+    """The tree's package first; bytecode cached as an installed package's is (this project's machines set
+    PYTHONDONTWRITEBYTECODE, which would recompile every module on every start)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "MLLMRET_DATA_DIR": str(tree / ".bench-data")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def cold(tree: Path, db: Path, args: list[str]) -> float:
@@ -155,14 +159,16 @@ def main() -> None:
     p.add_argument("--before", type=Path, help="source tree of the version to compare with")
     p.add_argument("--import-captions", type=int, default=2000)
     p.add_argument("--db", type=Path, help="reuse (or keep) the generated library here")
+    p.add_argument("--only-search", action="store_true", help="only step 2 (cold searches)")
     args = p.parse_args()
     db = args.db or Path(tempfile.mkdtemp()) / "library.db"
     if not db.exists():
         build(db, args.images)
     trees = {"this checkout": HERE, **({"before": args.before.resolve()} if args.before else {})}
     cold_searches(trees, db, args.queries)
-    ingest(HERE, args.import_captions)
-    serve_first_answer(HERE, db)
+    if not args.only_search:
+        ingest(HERE, args.import_captions)
+        serve_first_answer(HERE, db)
 
 
 if __name__ == "__main__":

@@ -381,11 +381,11 @@ def _print_notice(searcher) -> None:
         typer.echo(f"Note: {searcher.notice}", err=True)
 
 
-def _print_hidden(searcher) -> None:
+def _print_hidden(searcher, err: bool = True) -> None:
     """The one line saying how many meaning-only results the cut-off left out."""
     if searcher.hidden:
-        typer.echo(f"{searcher.hidden} more images are only close in meaning (no query word, less similar): "
-                   "--more-meaning shows them", err=True)
+        typer.echo(f"{searcher.hidden} more images hold no query word and are below the meaning cut-off: "
+                   "--more-meaning shows them", err=err)
 
 
 def _print_results(results, as_json: bool, mode: SearchMode) -> None:
@@ -677,9 +677,7 @@ def demo(
                 typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
             if not results:
                 typer.echo(f"no images match {q!r}")
-            if searcher.hidden:
-                typer.echo(f"{searcher.hidden} more images are only close in meaning (no query word, less "
-                           "similar): --more-meaning shows them")
+            _print_hidden(searcher, err=False)
     typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")
 
 

@@ -5,5 +5,5 @@ as the query's most similar image. Chosen with bench/calibrate_cutoff.py on the 
 (see the README, "Keyword, semantic and hybrid search"); the rest is one flag or button away.
 """
 
-MIN_SIMILARITY = 0.2
-MIN_RELATIVE = 0.0
+MIN_SIMILARITY = 0.4
+MIN_RELATIVE = 0.7

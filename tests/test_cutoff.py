@@ -53,7 +53,8 @@ def test_demo_prints_what_its_printed_commands_print(tmp_path):
         printed = [line for line in printed if not line.startswith("Next:") and line]
         args = shlex.split(command)[2:]  # drop "mllmret search"
         r = mllmret("search", *args)
-        shown = r.stdout.splitlines() + [line for line in r.stderr.splitlines() if "more images" in line]
+        hint = [line for line in r.stderr.splitlines() if "below the meaning cut-off" in line]
+        shown = r.stdout.splitlines() + hint
         if not r.stdout:
             shown = [line for line in r.stderr.splitlines() if line]
         assert shown == printed, command
