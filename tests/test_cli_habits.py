@@ -93,3 +93,17 @@ def test_queries_of_ignored_words_say_which_and_why(text, says):
 def test_cli_says_which_words_were_ignored(demo_db):
     r = mllmret("search", "photo", "--db", demo_db, ok=False)
     assert r.exit_code == 1 and "Error: nothing to search for: 'photo' is ignored" in r.stderr
+
+
+def test_web_api_says_which_words_were_ignored_and_what_the_cut_hid(demo_db, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from mllm_retrieval.web import create_app
+
+    with TestClient(create_app(demo_db), base_url="http://127.0.0.1") as c:
+        page = c.get("/api/search", params={"q": "photo"}).json()
+        assert page["empty"] == "no_words" and "'photo' is ignored" in page["message"]
+        cut = c.get("/api/search", params={"q": "cat"}).json()
+        more = c.get("/api/search", params={"q": "cat", "more_meaning": "true"}).json()
+        assert cut["hidden"] > 0 and cut["notice"] is None and more["hidden"] == 0
+        assert len(more["results"]) == len(cut["results"]) + cut["hidden"]
