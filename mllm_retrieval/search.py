@@ -19,7 +19,7 @@ from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex, tile_tokens
 from .query import Query, contains_phrase, parse_query
 from .store import Store
-from .tiling import Box
+from .tiling import Box, tile_name
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
 
@@ -39,13 +39,15 @@ class Result:
     via: str = "keyword"
     bm25: float | None = None
     similarity: float | None = None
+    tile_name: str | None = None  # where the tile lies: "top left", "centre", "full" (tiling.tile_name)
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
         return {
             "rank": self.rank, "image_id": self.image_id, "score": round(self.score, 4),
             "path": self.path, "external_id": self.external_id, "matched": list(self.matched),
-            "tile": self.tile_key, "box": self.tile.as_list() if self.tile else None, "via": self.via,
+            "tile": self.tile_key, "box": self.tile.as_list() if self.tile else None,
+            "tile_name": self.tile_name, "via": self.via,
             "bm25": None if self.bm25 is None else round(self.bm25, 4),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
         }
@@ -71,20 +73,29 @@ class Searcher:
     """Answers queries from indexes that follow the store (see index.store_index, index.semantic_index).
 
     `mode` is keyword, semantic or hybrid (see fusion.py); `embedder` an `embedding.Embedder`, a model
-    name or folder, or None for the packaged all-MiniLM-L6-v2; `min_similarity` leaves out images less
-    similar than that (cosine) from the semantic ranking (keyword matches stay). The semantic index and the
+    name or folder, or None for the packaged all-MiniLM-L6-v2. `min_similarity` and `min_relative` hide
+    meaning-only results (no query word in their text) less similar than max(min_similarity, min_relative x
+    the query's best similarity); the ranking itself is the one evaluation fuses, and `hidden` counts what the
+    last search hid. Keyword matches always stay. The semantic index and the
     model load on the first query that needs them, so keyword search never imports sentence-transformers.
     The library default stays keyword (callers keep BM25 semantics); `mllmret search` defaults to hybrid,
-    DEFAULT_MODE, which measured better on every evaluation set (eval/RESULTS.md)."""
+    DEFAULT_MODE, which measured better on every evaluation set (eval/RESULTS.md).
+
+    `max_backlog`: when more images than this still lack an embedding, a search by meaning is answered by
+    keyword instead of embedding them first, and `notice` says so (None, the default: always embed first)."""
 
     def __init__(self, store: Store, run_ids: list[int] | None = None, engine: str = DEFAULT_ENGINE,
                  persist: bool = True, mode: str = "keyword", embedder=None,
-                 min_similarity: float | None = None, progress: bool = False) -> None:
+                 min_similarity: float | None = None, progress: bool = False,
+                 max_backlog: int | None = None, min_relative: float | None = None) -> None:
         self.store = store
         self.run_ids = run_ids
         self.mode = check_mode(mode)
         self.index = StoreIndex(store, run_ids, engine, persist=persist)
         self.persist, self.progress, self.min_similarity = persist, progress, min_similarity
+        self.max_backlog, self.min_relative = max_backlog, min_relative
+        self.notice: str | None = None  # set by the last search when it fell back to keyword
+        self.hidden = 0  # meaning-only results the last search left out (below the cut-off)
         self._embedder = embedder
         self._semantic = None
 
@@ -108,6 +119,13 @@ class Searcher:
         is the semantic query (the embedder's unit vectors) instead of embedding the query's text."""
         q = parse_query(query) if isinstance(query, str) else query
         mode = check_mode(mode or self.mode)
+        self.notice, self.hidden = None, 0
+        if mode != "keyword" and self.max_backlog is not None:
+            pending = self.semantic.backlog()
+            if pending > self.max_backlog:
+                from .library_embedding import backlog_note
+
+                mode, self.notice = "keyword", backlog_note(pending)
         if k <= 0 or q.empty and (query_vector is None or mode == "keyword"):
             return []
         terms = q.ranking_terms
@@ -143,8 +161,7 @@ class Searcher:
             ids = np.fromiter(skip, dtype=np.int64, count=len(skip))
             exclude = ids if exclude is None else np.union1d(exclude, ids)
         qvec = self._query_vector(q, query_vector)
-        floor = -1.0 if self.min_similarity is None else self.min_similarity
-        meaning = self.semantic.scores(qvec, include, exclude, floor)
+        meaning = self.semantic.scores(qvec, include, exclude)
         if mode == "hybrid" and q.ranking_terms:
             keyword = self.index.scores(q.ranking_terms, must, q.exclude, term_weights)
             if skip:
@@ -152,9 +169,13 @@ class Searcher:
                 keyword = (keyword[0][keep], keyword[1][keep])
         else:
             keyword = (np.zeros(0, dtype=np.int64), np.zeros(0))
+        cut = self._cut(meaning[1])
+        if cut > -1.0:
+            low = meaning[0][meaning[1] < cut]
+            self.hidden = int(len(low) - np.isin(low, keyword[0]).sum())
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
         while True:
-            fused = fusion.fuse(keyword, meaning, limit=want)
+            fused = fusion.fuse(keyword, meaning, limit=want, min_meaning=cut)
             tiles = self._tiles([f.image_id for f in fused])
             # every result is checked against its stored text (phrases; the indexes sync one by one)
             kept = [f for f in fused if _passes(tiles.get(f.image_id, []), q)]
@@ -164,6 +185,13 @@ class Searcher:
         weights = None if term_weights is None else dict(zip(q.ranking_terms, term_weights, strict=True))
         return [self._result(rank, f, tiles.get(f.image_id, []), q, weights)
                 for rank, f in enumerate(kept[:k], 1)]
+
+    def _cut(self, sims: np.ndarray) -> float:
+        """The similarity a meaning-only result needs: max(min_similarity, min_relative x best); -1: none."""
+        cut = -1.0 if self.min_similarity is None else self.min_similarity
+        if self.min_relative and len(sims):
+            cut = max(cut, self.min_relative * float(sims.max()))
+        return cut
 
     def _query_vector(self, q: Query, given: np.ndarray | None) -> np.ndarray:
         """The given query vector (checked against the index's size, made unit length), else the embedded
@@ -198,13 +226,21 @@ class Searcher:
         return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
                       external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),
-                      bm25=hit.bm25, similarity=hit.similarity)
+                      bm25=hit.bm25, similarity=hit.similarity,
+                      tile_name=_tile_name(tile, image))
 
 
 def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = None,
            engine: str = DEFAULT_ENGINE, mode: str = "keyword", embedder=None) -> list[Result]:
     """One-shot search."""
     return Searcher(store, run_ids, engine, mode=mode, embedder=embedder).search(query, k)
+
+
+def _tile_name(tile: TileTokens | None, image: Mapping) -> str | None:
+    """The best tile in words ("full", "top left", ...), None when no tile matched."""
+    if tile is None:
+        return None
+    return "full" if tile.key == "full" else tile_name(tile.box, image["width"], image["height"]) or tile.key
 
 
 def _via(by_keyword: bool, by_meaning: bool) -> str:

@@ -60,3 +60,17 @@ def _span(i: int, n: int, size: int, overlap: float) -> tuple[int, int]:
     lo, hi = size * i / n, size * (i + 1) / n
     grow = (hi - lo) * overlap / 2
     return max(0, round(lo - grow)), min(size, round(hi + grow))
+
+
+def tile_name(box: Box | None, width: int | None, height: int | None) -> str | None:
+    """Where a tile lies, in words: "top left", "top", "centre", "bottom right"...; "full" for the whole
+    image; None without a box or an image size. Read by thirds of the image, so a 2x2 or 3x3 grid names
+    every tile apart (a finer grid repeats names: the box says exactly)."""
+    if box is None or not width or not height:
+        return None
+    if box.x1 - box.x0 >= width and box.y1 - box.y0 >= height:
+        return "full"
+    cx, cy = (box.x0 + box.x1) / 2 / width, (box.y0 + box.y1) / 2 / height
+    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
+    return " ".join(p for p in (row, col) if p) or "centre"

@@ -31,10 +31,12 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import config
 from .composed.like import Composition, Reference, compose_like, image_text, search_like
+from .cutoff import MIN_RELATIVE, MIN_SIMILARITY
 from .details import card_info, image_detail, indexed_file, library_summary
 from .embedding import EmbedderError
 from .errors import ImageError, MllmretError
-from .query import parse_query
+from .library_embedding import SEARCH_BACKLOG, embed_in_background
+from .query import parse_query, why_empty
 from .search import DEFAULT_MODE, Searcher, check_mode
 from .store import Store, as_text
 from .thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, is_sha256, thumbnail
@@ -50,7 +52,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",  # other sites' pages cannot embed the photos
 }
 IMAGE_CACHE = "private, max-age=86400"  # an image id keeps its sha256 for good
-MIN_SIMILARITY = 0.2  # semantic/hybrid leave out less similar images, as `mllmret search` does by default
 Mode = Literal["keyword", "semantic", "hybrid"]  # fusion.MODES
 
 
@@ -108,6 +109,9 @@ class SearchPage(BaseModel):
     message: str | None = None
     hint: str | None = None
     like: LikeInfo | None = None  # a composed search's reference and words
+    notice: str | None = None  # set when a search by meaning was answered by keyword (embeddings missing)
+    hidden: int = 0  # meaning-only results below the cut-off, left out (more_meaning=true shows them)
+    more_meaning: bool = False  # the request asked for them too
 
 
 class Library:
@@ -142,9 +146,10 @@ class Library:
         return f"mllmret caption ~/Pictures{db}"
 
 
-def _search(lib: Library, q: str, k: int, offset: int, mode: str, like: int | None = None) -> dict[str, Any]:
+def _search(lib: Library, q: str, k: int, offset: int, mode: str, like: int | None = None,
+            more_meaning: bool = False) -> dict[str, Any]:
     page: dict[str, Any] = {"query": q, "mode": mode, "default_mode": lib.mode, "k": k, "offset": offset,
-                            "results": [], "has_more": False}
+                            "results": [], "has_more": False, "more_meaning": more_meaning}
     store = lib.open()
     if store is None or not store.has_captions():
         where = "no database yet" if store is None else "no captions yet"
@@ -153,10 +158,10 @@ def _search(lib: Library, q: str, k: int, offset: int, mode: str, like: int | No
     if like is not None:
         return _search_like(lib, store, page, like)
     if parse_query(q).empty:
-        return {**page, "empty": "no_words",
-                "message": "type at least one word to look for (-word only excludes)"}
-    results = _searcher(lib, store, mode).search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
-    return _fill(page, store, results)
+        return {**page, "empty": "no_words", "message": why_empty(q)}
+    searcher = _searcher(lib, store, mode, more_meaning)
+    results = searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
+    return _fill({**page, "notice": searcher.notice, "hidden": searcher.hidden}, store, results)
 
 
 def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int) -> dict[str, Any]:
@@ -168,9 +173,9 @@ def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int
     if composition.query().empty:
         return {**page, "empty": "no_words", "message": "nothing left to search for: the modification "
                 "removes every word of the reference and adds none"}
-    searcher = _searcher(lib, store, mode)
+    searcher = _searcher(lib, store, mode, page["more_meaning"])
     found = search_like(searcher, reference, modification, min(offset + k + 1, MAX_RESULTS + 1), mode)
-    return _fill(page, store, found.results)
+    return _fill({**page, "notice": searcher.notice, "hidden": searcher.hidden}, store, found.results)
 
 
 def _reference(store: Store, image_id: int) -> Reference:
@@ -196,11 +201,13 @@ def _like_info(store: Store, image_id: int, modification: str, c: Composition) -
             "composed": c.text}
 
 
-def _searcher(lib: Library, store: Store, mode: str) -> Searcher:
-    """The library's one Searcher, made on first use; the embedder loaded when `mode` needs it."""
+def _searcher(lib: Library, store: Store, mode: str, more_meaning: bool = False) -> Searcher:
+    """The library's one Searcher, made on first use, with the meaning cut-off of this request; the
+    embedder loaded when `mode` needs it."""
     if lib.searcher is None:
-        lib.searcher = Searcher(store, None, mode=lib.mode, embedder=lib.embedder,
-                                min_similarity=MIN_SIMILARITY)
+        lib.searcher = Searcher(store, None, mode=lib.mode, embedder=lib.embedder, max_backlog=SEARCH_BACKLOG)
+    cut = (None, None) if more_meaning else (MIN_SIMILARITY, MIN_RELATIVE)
+    lib.searcher.min_similarity, lib.searcher.min_relative = cut
     if mode != "keyword":
         _load_embedder(lib.searcher)
     return lib.searcher
@@ -292,14 +299,17 @@ class HeadAsGet:
 
 
 def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | None = None,
-               mode: str = DEFAULT_MODE, embedder=None) -> FastAPI:
+               mode: str = DEFAULT_MODE, embedder=None, embed_missing: bool = False) -> FastAPI:
     """The web app for one database (created by `mllmret caption` or `import`; may not exist yet).
 
-    `mode` is the search mode when a request names none; `embedder` as for `search.Searcher`."""
+    `mode` is the search mode when a request names none; `embedder` as for `search.Searcher`;
+    `embed_missing` embeds the text that has no vector yet on a background thread at start-up."""
     lib = Library(Path(db_path) if db_path else config.db_path(), check_mode(mode), embedder)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        if embed_missing:
+            embed_in_background(lib.path, embedder)
         yield
         await run_in_threadpool(lib.close)
 
@@ -357,9 +367,11 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
                                            "fused); default: the server's (`serve --mode`).")] = None,
         like: str | None = Query(None, max_length=40, description="An image id: images like it, changed as "
                                  "`q` says ('without people, at sunset'; empty `q`: more like it)."),
+        more_meaning: bool = Query(False, description="Also the meaning-only results below the cut-off "
+                                   "(`hidden` says how many the default leaves out)."),
     ) -> dict[str, Any]:
         """Rank images by their tags and captions; with `like`: images like that one, changed as `q` says."""
-        return await lib.run(_search, q, k, offset, mode or lib.mode, _like_id(like))
+        return await lib.run(_search, q, k, offset, mode or lib.mode, _like_id(like), more_meaning)
 
     @app.get("/api/images/{image_id}")
     async def image(image_id: str) -> dict[str, Any]:

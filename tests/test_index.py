@@ -65,6 +65,11 @@ def test_save_and_load_round_trip(tmp_path):
     assert extra["marker"].tolist() == [0, 1, 2]
     for terms in (["w1"], ["w2", "w30"], ["w499"]):
         assert loaded.search(terms, 20) == engine.search(terms, 20)
+    saved_idf = loaded._idf.copy()  # saved with the index, so a cold search need not recompute it
+    loaded._idf = None
+    assert np.array_equal(saved_idf, loaded._idfs())
+    loaded.remove([11])  # any change recomputes it
+    assert loaded._idf is None and loaded.search(["w1"], 5)
 
 
 def caption(store, name, text, run=None):

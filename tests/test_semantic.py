@@ -184,8 +184,8 @@ def test_dead_rows_are_compacted(tmp_path, monkeypatch):
 def test_cli_modes(tmp_path, tiny_st):
     db = tmp_path / "demo.db"
     assert runner.invoke(app, ["demo", "--db", str(db)]).exit_code == 0
-    r = runner.invoke(app, ["search", "cat", "--mode", "semantic", "--embedder", str(tiny_st), "--json",
-                            "--db", str(db)])
+    r = runner.invoke(app, ["search", "cat", "--mode", "semantic", "--more-meaning", "--embedder",
+                            str(tiny_st), "--json", "--db", str(db)])
     assert r.exit_code == 0, r.output
     hits = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(hits) == 10 and {h["via"] for h in hits} <= {"meaning", "both"}

@@ -20,7 +20,6 @@ loses at most unrecorded rows. A first build saves every CHUNK images: killed, i
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -78,6 +77,7 @@ class SemanticIndex:
         self.run_ids = sorted(run_ids) if run_ids is not None else None
         self.embedder = get_embedder(embedder)
         self.progress = progress
+        self.progress_from = CHUNK // 8  # a bar only for syncs longer than this many images
         self.dim = 0
         self._buf = np.zeros((0, 0), dtype=np.float32)
         self.n = 0
@@ -103,13 +103,31 @@ class SemanticIndex:
         return len(self.row_of)
 
     # keeping in step
-    def sync(self) -> int:
-        """Apply what changed in the store since the last sync; returns the images (re-)embedded."""
+    def backlog(self) -> int:
+        """How many images may need embedding before a search by meaning (at most; 0: none), read from
+        the saved index and the change log without loading the model."""
+        head = self._open()
+        if self.complete and head == self.watermark:
+            return 0
+        changed = self.store.changed_images(self.watermark if self.complete else 0, head)
+        if not self.complete:
+            return len(changed - self.row_of.keys())
+        return len(changed)
+
+    def _open(self) -> int:
+        """The change-log head, after loading the saved index once."""
         head = self.store.change_head()
         if not self._loaded:
             self._loaded = True
             if not self._load(head):
                 self._reset()
+        elif self.path is not None and _stamp(self.path) not in (self._stamp, None):
+            self._load(head)  # another process (serve's embedding thread, `mllmret embed`) saved since
+        return head
+
+    def sync(self) -> int:
+        """Apply what changed in the store since the last sync; returns the images (re-)embedded."""
+        head = self._open()
         if self.complete and head == self.watermark:
             return 0
         changed: set[int] | None = None
@@ -142,7 +160,7 @@ class SemanticIndex:
         from tqdm import tqdm
 
         return tqdm(total=total, desc="embedding image texts", unit="image", leave=False,
-                    disable=None if self.progress and total > CHUNK // 8 else True)
+                    disable=None if self.progress and total > self.progress_from else True)
 
     def _reset(self) -> None:
         self.n, self._buf = 0, np.zeros((0, 0), dtype=np.float32)
@@ -347,22 +365,12 @@ def _disk_gen(path: Path) -> int:
 
 def scan(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
     """vectors @ query on one BLAS thread. The product is memory-bound (a second thread gains ~4 ms at
-    100k x 384), and BLAS threads left spinning after it slow the next query's embedding (torch's
-    threads) down by far more; bench/semantic_bench.py measures both."""
-    controller = _blas()
-    if controller is None:
-        return vectors @ query
-    with controller.limit(limits=1, user_api="blas"):
-        return vectors @ query
+    100k x 384), and BLAS threads left spinning after it slow the next query's embedding down by far
+    more; bench/semantic_bench.py measures both."""
+    from ..blas import one_thread
 
-
-@functools.lru_cache(maxsize=1)
-def _blas():
-    try:
-        from threadpoolctl import ThreadpoolController  # comes with scikit-learn, a sentence-transformers dep
-    except ImportError:
-        return None
-    return ThreadpoolController()
+    with one_thread():
+        return vectors @ query
 
 
 def _top(scores: np.ndarray, ok: np.ndarray, k: int, tiebreak: np.ndarray) -> np.ndarray:

@@ -215,7 +215,7 @@ class SparseEngine:
         terms = np.frombuffer(json.dumps(self.terms).encode(), dtype=np.uint8)
         arrays = {f"x_{k}": v for k, v in (extra or {}).items()}
         np.savez(tmp, doc_len=self.doc_len, alive=self.alive, indptr=self.indptr,
-                 post_docs=self.post_docs, post_tfs=self.post_tfs, terms=terms, **arrays)
+                 post_docs=self.post_docs, post_tfs=self.post_tfs, terms=terms, idf=self._idfs(), **arrays)
         os.replace(tmp, path)
 
     @classmethod
@@ -227,6 +227,8 @@ class SparseEngine:
             engine.indptr, engine.post_docs, engine.post_tfs = (
                 data["indptr"], data["post_docs"], data["post_tfs"])
             engine.terms = json.loads(data["terms"].tobytes().decode())
+            if "idf" in data.files:  # saved with the state it was computed from: a cold search skips it
+                engine._idf = data["idf"]
             extra = {k[2:]: data[k] for k in data.files if k.startswith("x_")}
         engine.vocab = {t: i for i, t in enumerate(engine.terms)}
         return engine, extra

@@ -14,6 +14,7 @@ const state = {
   shownMode: null, defaultMode: null,
   like: null, but: null, // the URL's reference image id and modification ("more like this, but …")
   reference: null, // the server's `like` object: the reference and what became of its words
+  moreMeaning: false, // also the meaning-only results below the cut-off ("More like this meaning")
 };
 let closeOpenLikeForm = null; // closes the one open "More like this, but…" input
 let likeForms = 0;
@@ -158,6 +159,7 @@ async function runSearch(query, mode = null, like = null, but = null) {
   state.mode = mode;
   state.like = like;
   state.but = but;
+  state.moreMeaning = false;
   state.reference = null;
   state.offset = 0;
   state.results = [];
@@ -165,6 +167,7 @@ async function runSearch(query, mode = null, like = null, but = null) {
   state.loading = false;
   $("results").replaceChildren();
   $("more").hidden = true;
+  $("more-meaning").hidden = true;
   $("empty").hidden = true;
   likeStrip();
   if (like === null && !query.trim()) return showHome();
@@ -180,6 +183,7 @@ async function loadPage() {
     const params = new URLSearchParams({ q: activeText(), k: PAGE, offset: state.offset });
     if (state.like !== null) params.set("like", state.like);
     if (state.mode) params.set("mode", state.mode);
+    if (state.moreMeaning) params.set("more_meaning", "true");
     const data = await api(`/api/search?${params}`);
     if (seq !== state.seq) return;
     learnDefaultMode(data.default_mode);
@@ -195,7 +199,9 @@ async function loadPage() {
     state.hasMore = data.has_more;
     $("results").append(...data.results.map((r) => card(r, data.mode)));
     $("more").hidden = !state.hasMore || !$("view").hidden;
-    setStatus(resultsStatus(data.mode));
+    $("more-meaning").hidden = !(data.hidden > 0 && !state.hasMore && !state.moreMeaning);
+    $("more-meaning").textContent = `More like this meaning (${data.hidden})`;
+    setStatus(data.notice ? `${resultsStatus(data.mode)} Note: ${data.notice}` : resultsStatus(data.mode));
   } catch (error) {
     if (seq === state.seq) setStatus(`Error: ${error.message}`, "error");
   } finally {
@@ -508,6 +514,14 @@ function start() {
   });
   $("mode").addEventListener("change", changeMode);
   $("more").addEventListener("click", () => loadPage());
+  $("more-meaning").addEventListener("click", () => {
+    state.moreMeaning = true;
+    state.offset = 0;
+    state.results = [];
+    $("results").replaceChildren();
+    $("more-meaning").hidden = true;
+    loadPage();
+  });
   new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting) && state.hasMore && $("view").hidden) loadPage();
   }, { rootMargin: "400px" }).observe($("more"));
