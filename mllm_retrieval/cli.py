@@ -110,12 +110,17 @@ def caption(
     captions: Annotated[Path | None, typer.Option(
         help="import: the JSONL file of captions made elsewhere.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
+    ocr: Annotated[bool, typer.Option(
+        "--ocr", help="Also read the text in each photo (OCR, [ocr] extra).")] = False,
+    ocr_only: Annotated[bool, typer.Option(
+        "--ocr-only", help="Only read the text in each photo: no M-LLM.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     db: DbOption = None,
 ) -> None:
     """Describe every image and tile under PATHS with an M-LLM and store the text.
 
     Rerunning the same command resumes; a new model or prompt makes a new run beside the old one.
+    --ocr / --ocr-only add an OCR run (text read in the photos) to the library, new or existing.
     """
     from .captioners import get_captioner
     from .pipeline import caption_paths
@@ -125,6 +130,10 @@ def caption(
         if captions is None:
             raise _fail("--backend import needs --captions FILE.jsonl")
         return import_(captions, images=paths[0] if paths else None, model=model, db=db)
+    reader = _ocr_engine() if ocr or ocr_only else None
+    if ocr_only:
+        with _store(db) as store:
+            return _ocr(store, paths, reader, force, quiet)
     captioner = get_captioner(
         backend, model=model, device=device.value, dtype=dtype.value,
         quantize=None if quantize is Quantize.none else quantize.value,
@@ -136,12 +145,26 @@ def caption(
             store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
             batch_size=batch_size, force=force, progress=not quiet,
         )
-    _print_summary(summary)
+        _print_summary(summary)
+        if reader is not None:
+            _ocr(store, paths, reader, force, quiet)
 
 
-def _print_summary(s) -> None:
+def _ocr_engine():
+    from .ocr import OcrEngine
+
+    return OcrEngine()
+
+
+def _ocr(store, paths: list[Path], reader, force: bool, quiet: bool) -> None:
+    from .ocr_pipeline import ocr_paths
+
+    _print_summary(ocr_paths(store, paths, reader, force=force, progress=not quiet), "read text in")
+
+
+def _print_summary(s, verb: str = "captioned") -> None:
     typer.echo(
-        f"run {s.run_id}: captioned {s.captioned_images} images ({s.captioned_tiles} tiles) in "
+        f"run {s.run_id}: {verb} {s.captioned_images} images ({s.captioned_tiles} tiles) in "
         f"{s.seconds:.1f}s ({s.images_per_second:.2f} images/s); {s.already_done} already "
         f"captioned, {s.duplicates} duplicate files, {len(s.failed)} skipped",
         err=True,
@@ -399,6 +422,8 @@ def format_composition(result) -> str:
 def format_result(r, via: bool = False) -> str:
     """One result as a table row: rank, score, path, matched words, [how it matched,] tile."""
     where = r.tile_key if r.tile_key in (None, "full") else f"tile {r.tile_key}"
+    if r.in_photo:
+        where = f"{where or '-'}  text in photo: {', '.join(r.in_photo)}"
     if not via:
         return f"{r.rank:>3}  {r.score:7.3f}  {r.path or r.external_id}  [{', '.join(r.matched)}]  {where}"
     sim = "" if r.similarity is None else f" {r.similarity:.2f}"
@@ -559,7 +584,8 @@ def stats(
                f"{s['failed_files']} failed\ntiles: {s['tiles']}\ncaptions: {s['captions']}")
     for r in s["runs"]:
         typer.echo(f"  run {r['run']}: {r['backend']} {r['model']} prompt={r['prompt']} "
-                   f"images={r['images']} tiles={r['tiles']} finished={r['finished'] or 'no'}")
+                   f"images={r['images']} tiles={r['tiles']} finished={r['finished'] or 'no'}"
+                   + (f" kind={r['kind']}" if r["kind"] != "caption" else ""))
     for path, reason in failures[:20]:
         typer.echo(f"  failed {path}: {reason}")
 

@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from .errors import ImageError, ImportFormatError
 from .images import Skipped, open_image, sha256_file
+from .ocr import KIND as OCR
+from .ocr import lines_raw, parse_lines, searchable_text
 from .parsing import Parsed, parse_output
 from .store import Store
 from .tiling import Box
@@ -87,8 +89,9 @@ def _import_one(store: Store, rec: dict[str, Any] | ImportFormatError, images_di
                 images: dict[str, int], summary: ImportSummary) -> None:
     if isinstance(rec, ImportFormatError):
         raise rec
+    ocr_rows = ocr_record(rec)
     text = rec.get("text")
-    if text is None and "caption" not in rec and "tags" not in rec:
+    if ocr_rows is None and text is None and "caption" not in rec and "tags" not in rec:
         raise ImportFormatError("no \"text\" (or \"tags\"/\"caption\") in the record")
     image_id, width, height = _image_for(store, rec, images_dir, images)
     run = store.get_or_create_run(
@@ -97,11 +100,14 @@ def _import_one(store: Store, rec: dict[str, Any] | ImportFormatError, images_di
         params=rec.get("params") if isinstance(rec.get("params"), dict) else {},
         prompt_name=rec.get("prompt_name"),
         prompt_text=rec.get("prompt"),
+        kind=OCR if ocr_rows else "caption",
     )
     summary.runs.add(run.id)
     box = _box(rec)
     [(tile_id, _)] = store.ensure_tiles(image_id, [box], width, height)
-    if isinstance(rec.get("tags"), list) or isinstance(rec.get("caption"), str):
+    if ocr_rows:
+        raw, parsed = ocr_rows
+    elif isinstance(rec.get("tags"), list) or isinstance(rec.get("caption"), str):
         parsed = Parsed(tuple(str(t) for t in rec.get("tags") or ()), str(rec.get("caption") or ""))
         raw = str(text) if text is not None else _compose(parsed)
     else:
@@ -164,6 +170,16 @@ def _box(rec: dict[str, Any]) -> Box | None:
     return Box(x0, y0, x1, y1)
 
 
+def ocr_record(rec: dict[str, Any]) -> tuple[str, Parsed] | None:
+    """(raw, parsed) of an OCR record ("kind": "ocr" with "lines"), None for a caption record."""
+    if rec.get("kind") != OCR:
+        return None
+    lines = parse_lines(json.dumps({"lines": rec.get("lines")}))
+    if not lines and rec.get("lines") != []:
+        raise ImportFormatError('bad "lines": use [{"text", "box": [[x, y] x4], "confidence"}, ...]')
+    return lines_raw(lines), Parsed((), searchable_text(lines))
+
+
 def _compose(parsed: Parsed) -> str:
     return f"Tags: {', '.join(parsed.tags)}\nCaption: {parsed.caption}"
 
@@ -172,7 +188,7 @@ def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -
     """Write one JSON line per caption; `import_jsonl` reads it back unchanged."""
     sql = (
         "SELECT i.path, i.sha256, i.external_id, i.width, i.height, t.key, t.x0, t.y0, t.x1, t.y1,"
-        " r.backend, r.model, r.prompt_name, r.prompt, r.params, c.raw, c.tags, c.caption "
+        " r.backend, r.model, r.prompt_name, r.prompt, r.params, c.raw, c.tags, c.caption, r.kind "
         "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
         "JOIN runs r ON r.id = c.run_id"
     )
@@ -189,6 +205,8 @@ def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -
             "params": json.loads(r[14]), "text": r[15], "tags": json.loads(r[16]),
             "caption": r[17],
         }
+        if r[18] == OCR:  # text read in the photo: its lines with boxes and confidences
+            record.update(kind=OCR, text=r[17], lines=[line.to_dict() for line in parse_lines(r[15])])
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         n += 1
     return n

@@ -21,7 +21,7 @@ from .parsing import Parsed
 from .tiling import Box
 
 SEARCHABLE = ("ok", "external")
-RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished")
+RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished", "kind")
 
 
 def now() -> str:
@@ -46,6 +46,7 @@ class Run:
     prompt_name: str | None
     prompt_sha256: str | None
     params: dict[str, Any]
+    kind: str = "caption"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class TileText:
     run_id: int
     tags: tuple[str, ...]
     caption: str
+    kind: str = "caption"  # or "ocr": the caption is text read in the photo (see ocr.py)
 
 
 class Store:
@@ -100,18 +102,20 @@ class Store:
     # runs
     def get_or_create_run(
         self, backend: str, model: str, params: dict[str, Any],
-        prompt_name: str | None = None, prompt_text: str | None = None,
+        prompt_name: str | None = None, prompt_text: str | None = None, kind: str = "caption",
     ) -> Run:
         """The run for this configuration; the same configuration resumes the same run."""
         prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest() if prompt_text else None
         ident = {"backend": backend, "model": model, "prompt_sha256": prompt_sha, "params": params}
+        if kind != "caption":  # caption runs keep the keys they always had
+            ident["kind"] = kind
         key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
         with self.atomic():
             self.db.execute(
                 "INSERT OR IGNORE INTO runs (key, backend, model, prompt_name, prompt_sha256, "
-                "prompt, params, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "prompt, params, started_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [key, backend, model, prompt_name, prompt_sha, prompt_text,
-                 json.dumps(params, sort_keys=True), now()],
+                 json.dumps(params, sort_keys=True), now(), kind],
             )
         row = self.db.execute("SELECT id FROM runs WHERE key = ?", [key]).fetchone()
         return self.run(row[0])
@@ -119,12 +123,12 @@ class Store:
     def run(self, run_id: int) -> Run:
         """A run by id."""
         r = self.db.execute(
-            "SELECT id, backend, model, prompt_name, prompt_sha256, params FROM runs WHERE id = ?",
+            "SELECT id, backend, model, prompt_name, prompt_sha256, params, kind FROM runs WHERE id = ?",
             [run_id],
         ).fetchone()
         if r is None:
             raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
-        return Run(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]))
+        return Run(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
 
     def finish_run(self, run_id: int) -> None:
         """Stamp the run's finish time."""
@@ -282,9 +286,9 @@ class Store:
     ) -> Iterator[TileText]:
         """Every caption of searchable images (all, or these), ordered by image, tile, run."""
         sql = (
-            "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption "
+            "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption, r.kind "
             "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
-            f"WHERE i.status IN {SEARCHABLE!r}"
+            f"JOIN runs r ON r.id = c.run_id WHERE i.status IN {SEARCHABLE!r}"
         )
         args: list[Any] = []
         if run_ids is not None:
@@ -297,7 +301,7 @@ class Store:
         sql += " ORDER BY t.image_id, t.id, c.run_id"
         for r in self.db.execute(sql, args):
             box = Box(r[3], r[4], r[5], r[6]) if r[3] is not None else None
-            yield TileText(r[0], r[1], r[2], box, r[7], tuple(json.loads(r[8])), r[9])
+            yield TileText(r[0], r[1], r[2], box, r[7], tuple(json.loads(r[8])), r[9], r[10])
 
     def has_captions(self) -> bool:
         """Whether any caption is stored (cheap: no counting)."""
@@ -320,7 +324,7 @@ class Store:
             dict(zip(RUN_FIELDS, r, strict=True))
             for r in q(
                 "SELECT r.id, r.backend, r.model, r.prompt_name, count(DISTINCT t.image_id), "
-                "count(c.id), r.started_at, r.finished_at FROM runs r "
+                "count(c.id), r.started_at, r.finished_at, r.kind FROM runs r "
                 "LEFT JOIN captions c ON c.run_id = r.id LEFT JOIN tiles t ON t.id = c.tile_id "
                 "GROUP BY r.id ORDER BY r.id"
             ).fetchall()

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ocr import KIND as OCR
+from ..ocr import ocr_tokens
 from ..store import Store, TileText
 from ..text import tokenize
 from .base import DEFAULT_ENGINE, Engine, get_engine
@@ -27,7 +29,9 @@ REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebu
 
 
 def tile_tokens(t: TileText) -> list[str]:
-    """The tokens a tile's caption contributes: its tags, then its caption."""
+    """The tokens a tile's caption contributes: its tags, then its caption (OCR text: see ocr.ocr_tokens)."""
+    if t.kind == OCR:
+        return ocr_tokens(t.caption)
     return tokenize(" , ".join(t.tags)) + tokenize(t.caption)
 
 
