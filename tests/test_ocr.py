@@ -186,3 +186,13 @@ def test_rapidocr_reads_english_run_together_and_chinese_text_end_to_end(tmp_pat
     assert all(0 <= x <= 640 and 0 <= y <= 360 for lines in boxes for ln in lines for x, y in ln["box"])
     out = mllmret("search", "fruit", "--mode", "keyword", "--db", db).output
     assert "bakery.png" in out and "text in photo: fruit" in out
+
+
+def test_image_detail_lists_read_lines_with_boxes_for_the_page(store, photos):
+    from mllm_retrieval.details import image_detail
+
+    ocr_paths(store, [photos / "red.jpg"], FakeOcr(), progress=False)
+    [caption] = image_detail(store, 1)["tiles"][0]["captions"]
+    assert caption["kind"] == "ocr" and caption["lines"] == [
+        {"text": "REDSHOP open daily", "confidence": 0.97, "searchable": True, "box": [1, 2, 30, 12]},
+        {"text": "zebra", "confidence": 0.3, "searchable": False, "box": [1, 2, 30, 12]}]
