@@ -24,7 +24,7 @@ from .sparse_engine import SparseEngine
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: CJK bigrams and OCR tokens (text.py, ocr.py); indexes saved by 1 are rebuilt
 REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebuild instead
 
 
