@@ -123,6 +123,7 @@ def test_import_refuses_bad_ocr_lines(store, tmp_path):
 @pytest.mark.parametrize("token,parts", [
     ("freshfruit", ["fresh", "fruit"]), ("niceairport", ["nice", "airport"]),
     ("makepovertyhistory", ["make", "poverty", "history"]),
+    ("bridgestonewmia", ["bridgestone", "wmi"]), ("3motorcyclelmit", ["motorcycle"]),  # scraps dropped
     ("airport", []), ("football", []), ("stop", []), ("marlboro", []),  # one word: left whole
 ])
 def test_run_together_words_are_split(token, parts):
