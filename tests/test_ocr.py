@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import mllmret
-from fakes import FakeCaptioner
-from PIL import Image, ImageDraw, ImageFont, ImageStat
+from fakes import FakeCaptioner, FakeOcr
+from PIL import Image, ImageDraw, ImageFont
 
 from mllm_retrieval import ocr
 from mllm_retrieval.jsonl import export_jsonl, import_jsonl
-from mllm_retrieval.ocr import Line, ocr_tokens, split_run_together
+from mllm_retrieval.ocr import ocr_tokens, split_run_together
 from mllm_retrieval.ocr_pipeline import ocr_paths
 from mllm_retrieval.pipeline import caption_paths
 from mllm_retrieval.prompts import load_prompt
@@ -22,26 +22,6 @@ from mllm_retrieval.store import Store
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
-
-
-class FakeOcr:
-    """Reads a sign named after the image's main colour, plus one unsure line; counts calls."""
-
-    backend = "fake-ocr"
-    model_id = "fake-ocr-1"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def params(self) -> dict:
-        return {"text_score": 0.0}
-
-    def read(self, image: Image.Image) -> list[Line]:
-        self.calls += 1
-        r, g, b = ImageStat.Stat(image).mean
-        color = max((("red", r), ("green", g), ("blue", b)), key=lambda x: x[1])[0]
-        box = ((1, 2), (30, 2), (30, 12), (1, 12))
-        return [Line(f"{color.upper()}SHOP open daily", box, 0.97), Line("zebra", box, 0.3)]
 
 
 def skip_or_fail(reason: str) -> None:
