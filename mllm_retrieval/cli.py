@@ -114,6 +114,9 @@ def caption(
         "--ocr", help="Also read the text in each photo (OCR, [ocr] extra).")] = False,
     ocr_only: Annotated[bool, typer.Option(
         "--ocr-only", help="Only read the text in each photo: no M-LLM.")] = False,
+    ocr_grid: Annotated[str, typer.Option(
+        help="OCR: tiles to read besides the whole photo (2x2 found 72% of labelled words, not 66%, "
+        "at 4.3x the time).")] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     db: DbOption = None,
 ) -> None:
@@ -133,7 +136,7 @@ def caption(
     reader = _ocr_engine() if ocr or ocr_only else None
     if ocr_only:
         with _store(db) as store:
-            return _ocr(store, paths, reader, force, quiet)
+            return _ocr(store, paths, reader, force, quiet, ocr_grid)
     captioner = get_captioner(
         backend, model=model, device=device.value, dtype=dtype.value,
         quantize=None if quantize is Quantize.none else quantize.value,
@@ -147,7 +150,7 @@ def caption(
         )
         _print_summary(summary)
         if reader is not None:
-            _ocr(store, paths, reader, force, quiet)
+            _ocr(store, paths, reader, force, quiet, ocr_grid)
 
 
 def _ocr_engine():
@@ -156,10 +159,11 @@ def _ocr_engine():
     return OcrEngine()
 
 
-def _ocr(store, paths: list[Path], reader, force: bool, quiet: bool) -> None:
+def _ocr(store, paths: list[Path], reader, force: bool, quiet: bool, grid: str) -> None:
     from .ocr_pipeline import ocr_paths
 
-    _print_summary(ocr_paths(store, paths, reader, force=force, progress=not quiet), "read text in")
+    summary = ocr_paths(store, paths, reader, force=force, progress=not quiet, grid=grid)
+    _print_summary(summary, "read text in")
 
 
 def _print_summary(s, verb: str = "captioned") -> None:

@@ -177,3 +177,15 @@ def test_image_detail_lists_read_lines_with_boxes_for_the_page(store, photos):
     assert caption["kind"] == "ocr" and caption["lines"] == [
         {"text": "REDSHOP open daily", "confidence": 0.97, "searchable": True, "box": [1, 2, 30, 12]},
         {"text": "zebra", "confidence": 0.3, "searchable": False, "box": [1, 2, 30, 12]}]
+
+
+def test_ocr_grid_reads_tiles_too_with_boxes_in_the_whole_photo(store, photos):
+    engine = FakeOcr()
+    s = ocr_paths(store, [photos / "red.jpg"], engine, progress=False, grid="2x2")
+    assert (s.captioned_images, s.captioned_tiles, engine.calls) == (1, 5, 5)
+    boxes = {key: json.loads(raw)["lines"][0]["box"][0] for key, raw in store.db.execute(
+        "SELECT t.key, c.raw FROM captions c JOIN tiles t ON t.id = c.tile_id")}
+    assert boxes == {"full": [1, 2], "0,0,32,24": [1, 2], "32,0,64,24": [33, 2], "0,24,32,48": [1, 26],
+                     "32,24,64,48": [33, 26]}  # the fake reads at (1, 2) of what it is shown
+    again = ocr_paths(store, [photos / "red.jpg"], engine, progress=False, grid="2x2")
+    assert (again.captioned_tiles, again.already_done, engine.calls) == (0, 1, 5)
