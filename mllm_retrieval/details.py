@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .ocr import KIND as OCR
+from .ocr import MIN_CONFIDENCE, parse_lines
 from .store import MAX_DIMENSION, SEARCHABLE, Store, as_int, as_side, as_tags, as_text
 from .text import tokenize
 
@@ -87,6 +89,15 @@ def clean_tag(tag: str) -> str:
     return " ".join(str(tag).replace('"', " ").lower().split())[:60]
 
 
+def ocr_lines(raw: str) -> list[dict[str, Any]]:
+    """Lines read in a photo for the page: text, box (x0, y0, x1, y1 around its corners), confidence."""
+    return [{"text": line.text, "confidence": round(line.confidence, 3),
+             "searchable": line.confidence >= MIN_CONFIDENCE,
+             "box": [min(x for x, _ in line.box), min(y for _, y in line.box),
+                     max(x for x, _ in line.box), max(y for _, y in line.box)]}
+            for line in parse_lines(raw) if line.box]
+
+
 def image_detail(store: Store, image_id: int) -> dict[str, Any] | None:
     """One image with every tile (box) and each tile's tags, caption and raw text per run."""
     rows = list(store.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
@@ -96,7 +107,7 @@ def image_detail(store: Store, image_id: int) -> dict[str, Any] | None:
     tiles: dict[int, dict[str, Any]] = {}
     for r in store.db.execute(
         "SELECT t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, r.model, r.backend, r.prompt_name, "
-        "c.tags, c.caption, c.raw FROM tiles t JOIN captions c ON c.tile_id = t.id "
+        "c.tags, c.caption, c.raw, r.kind FROM tiles t JOIN captions c ON c.tile_id = t.id "
         "JOIN runs r ON r.id = c.run_id WHERE t.image_id = ? "
         "ORDER BY t.key != 'full', t.y0, t.x0, t.id, c.run_id", [image_id],
     ):
@@ -107,6 +118,8 @@ def image_detail(store: Store, image_id: int) -> dict[str, Any] | None:
         tile["captions"].append({
             "run": r[6], "model": as_text(r[7]), "backend": as_text(r[8]), "prompt": as_text(r[9]),
             "tags": list(as_tags(r[10])), "caption": as_text(r[11]) or "", "raw": as_text(r[12]) or "",
+            "kind": as_text(r[13]) or "caption",
+            **({"lines": ocr_lines(as_text(r[12]) or "")} if r[13] == OCR else {}),
         })
     return {
         "id": image["id"], "path": as_text(image["path"]), "external_id": as_text(image["external_id"]),

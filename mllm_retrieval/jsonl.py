@@ -13,6 +13,8 @@ from tqdm import tqdm
 
 from .errors import ImageError, ImportFormatError, MllmretError
 from .images import Skipped, image_size, sha256_file
+from .ocr import KIND as OCR
+from .ocr import lines_raw, parse_lines, searchable_text
 from .parsing import Parsed, parse_output
 from .records import MAX_SIDE, SHA256_HEX, Record, check_encoding, parse_line, read_lines
 from .store import Store, as_int, as_json, as_side, as_tags, as_text
@@ -157,21 +159,25 @@ def _import_one(store: Store, rec: Record, root: Path | None, model: str | None,
     if not (rec.path or rec.file_name or rec.image_id):
         raise ImportFormatError('the record names no image: give "path", "file_name" or "image_id"',
                                 "no image")
-    if rec.text is None and rec.caption is None and rec.tags is None:
+    ocr_rows = ocr_record(rec)
+    if ocr_rows is None and rec.text is None and rec.caption is None and rec.tags is None:
         raise ImportFormatError('no "text" (or "tags"/"caption") in the record', "no text")
     box = _box(rec)
     learned = _Known()
     image_id, width, height = _image_for(store, rec, root, known, learned)
+    kind = OCR if ocr_rows else "caption"
     setting = (rec.backend or "import", rec.model or model or "unknown",
-               json.dumps(rec.params or {}, sort_keys=True), rec.prompt_name, rec.prompt)
+               json.dumps(rec.params or {}, sort_keys=True), rec.prompt_name, rec.prompt, kind)
     run_id = known.runs.get(setting)
     if run_id is None:
         run_id = learned.runs[setting] = store.get_or_create_run(
             backend=setting[0], model=setting[1], params=rec.params or {}, prompt_name=rec.prompt_name,
-            prompt_text=rec.prompt,
+            prompt_text=rec.prompt, kind=kind,
         ).id
     [(tile_id, _)] = store.ensure_tiles(image_id, [box], width, height)
-    if rec.tags is not None or rec.caption is not None:
+    if ocr_rows:
+        raw, parsed = ocr_rows
+    elif rec.tags is not None or rec.caption is not None:
         parsed = Parsed(rec.tags or (), rec.caption or "")
         raw = rec.text if rec.text is not None else _compose(parsed)
     else:
@@ -246,6 +252,17 @@ def _box(rec: Record) -> Box | None:
     return Box(x0, y0, x1, y1)
 
 
+def ocr_record(rec: Record) -> tuple[str, Parsed] | None:
+    """(raw, parsed) of an OCR record ("kind": "ocr" with "lines"), None for a caption record."""
+    if rec.kind != OCR:
+        return None
+    lines = parse_lines(json.dumps({"lines": rec.lines}))
+    if not lines and rec.lines != []:
+        raise ImportFormatError('bad "lines": use [{"text", "box": [[x, y] x4], "confidence"}, ...]',
+                                "invalid lines")
+    return lines_raw(lines), Parsed((), searchable_text(lines))
+
+
 def _compose(parsed: Parsed) -> str:
     return f"Tags: {', '.join(parsed.tags)}\nCaption: {parsed.caption}"
 
@@ -259,7 +276,7 @@ def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -
     """Write one JSON line per caption; `import_jsonl` reads it back unchanged."""
     sql = (
         "SELECT i.path, i.sha256, i.external_id, i.width, i.height, t.key, t.x0, t.y0, t.x1, t.y1,"
-        " r.backend, r.model, r.prompt_name, r.prompt, r.params, c.raw, c.tags, c.caption "
+        " r.backend, r.model, r.prompt_name, r.prompt, r.params, c.raw, c.tags, c.caption, r.kind "
         "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
         "JOIN runs r ON r.id = c.run_id"
     )
@@ -278,6 +295,9 @@ def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -
             "prompt": as_text(r[13]), "params": as_json(r[14], {}), "text": as_text(r[15]) or "",
             "tags": list(as_tags(r[16])), "caption": as_text(r[17]) or "",
         }
+        if r[18] == OCR:  # text read in the photo: its lines with boxes and confidences
+            record.update(kind=OCR, text=as_text(r[17]) or "",
+                          lines=[line.to_dict() for line in parse_lines(as_text(r[15]) or "")])
         out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         n += 1
     return n

@@ -87,3 +87,9 @@ def m002_text_changes(db: Database) -> None:
             INSERT INTO text_changes (image_id) VALUES (OLD.id); END""",
     ):
         db.execute(sql)
+
+
+@migrations()
+def m003_run_kind(db: Database) -> None:
+    """Runs say what kind of text they stored: 'caption' (an M-LLM) or 'ocr' (text read in the photo)."""
+    db.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'caption'")

@@ -17,6 +17,7 @@ from . import fusion
 from .errors import MllmretError
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex, tile_tokens
+from .ocr import KIND as OCR
 from .query import Query, contains_phrase, parse_query
 from .store import Store
 from .tiling import Box, tile_name
@@ -40,6 +41,7 @@ class Result:
     bm25: float | None = None
     similarity: float | None = None
     tile_name: str | None = None  # where the tile lies: "top left", "centre", "full" (tiling.tile_name)
+    in_photo: tuple[str, ...] = ()  # matched words found in text read in the photo (OCR)
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
@@ -50,6 +52,7 @@ class Result:
             "tile_name": self.tile_name, "via": self.via,
             "bm25": None if self.bm25 is None else round(self.bm25, 4),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "text_in_photo": list(self.in_photo),
         }
 
 
@@ -67,6 +70,7 @@ class TileTokens:
     key: str
     box: Box | None
     tokens: tuple[str, ...]
+    in_photo: frozenset[str] = frozenset()  # the tokens that OCR read in the photo
 
 
 class Searcher:
@@ -207,12 +211,16 @@ class Searcher:
         return vec / norm if norm > 0 else vec
 
     def _tiles(self, image_ids: list[int]) -> dict[int, list[TileTokens]]:
-        by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str]]] = {}
+        by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str], set[str]]] = {}
         for t in self.store.tile_texts(self.run_ids, image_ids):
-            by_tile.setdefault((t.image_id, t.tile_id), (t.tile_key, t.box, []))[2].extend(tile_tokens(t))
+            entry = by_tile.setdefault((t.image_id, t.tile_id), (t.tile_key, t.box, [], set()))
+            tokens = tile_tokens(t)
+            entry[2].extend(tokens)
+            if t.kind == OCR:
+                entry[3].update(tokens)
         out: dict[int, list[TileTokens]] = {}
-        for (image_id, _), (key, box, tokens) in by_tile.items():
-            out.setdefault(image_id, []).append(TileTokens(key, box, tuple(tokens)))
+        for (image_id, _), (key, box, tokens, read) in by_tile.items():
+            out.setdefault(image_id, []).append(TileTokens(key, box, tuple(tokens), frozenset(read)))
         return out
 
     def _result(self, rank: int, hit: fusion.Fused, tiles: list[TileTokens], q: Query,
@@ -223,11 +231,12 @@ class Searcher:
         avg = sum(len(t.tokens) for t in tiles) / max(len(tiles), 1)
         idf = self.index.idf if not weights else (lambda t: self.index.idf(t) * weights.get(t, 1.0))
         tile = best_tile(tiles, matched, idf, avg)
+        in_photo = tuple(t for t in matched if any(t in tile.in_photo for tile in tiles))
         return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
                       external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),
                       bm25=hit.bm25, similarity=hit.similarity,
-                      tile_name=_tile_name(tile, image))
+                      tile_name=_tile_name(tile, image), in_photo=in_photo)
 
 
 def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = None,

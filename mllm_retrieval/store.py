@@ -24,7 +24,7 @@ from .tiling import Box
 SEARCHABLE = ("ok", "external")
 SQLITE_HEADER = b"SQLite format 3\x00"
 MAX_DIMENSION = 1_000_000  # pixels: the widest image (or box) the store accepts
-RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished")
+RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished", "kind")
 
 
 def now() -> str:
@@ -81,11 +81,13 @@ def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
 
 
 def _run_key(
-    backend: str, model: str, params: dict[str, Any], prompt_text: str | None
+    backend: str, model: str, params: dict[str, Any], prompt_text: str | None, kind: str = "caption"
 ) -> tuple[str, str | None]:
     """(run key, prompt sha256): what identifies a run."""
     prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest() if prompt_text else None
     ident = {"backend": backend, "model": model, "prompt_sha256": prompt_sha, "params": params}
+    if kind != "caption":  # caption runs keep the keys they always had
+        ident["kind"] = kind
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16], prompt_sha
 
 
@@ -99,6 +101,7 @@ class Run:
     prompt_name: str | None
     prompt_sha256: str | None
     params: dict[str, Any]
+    kind: str = "caption"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,7 @@ class TileText:
     run_id: int
     tags: tuple[str, ...]
     caption: str
+    kind: str = "caption"  # or "ocr": the caption is text read in the photo (see ocr.py)
 
 
 def check_library(path: Path) -> None:
@@ -196,16 +200,16 @@ class Store:
     # runs
     def get_or_create_run(
         self, backend: str, model: str, params: dict[str, Any],
-        prompt_name: str | None = None, prompt_text: str | None = None,
+        prompt_name: str | None = None, prompt_text: str | None = None, kind: str = "caption",
     ) -> Run:
         """The run for this configuration; the same configuration resumes the same run."""
-        key, prompt_sha = _run_key(backend, model, params, prompt_text)
+        key, prompt_sha = _run_key(backend, model, params, prompt_text, kind)
         with self.atomic():
             self.db.execute(
                 "INSERT OR IGNORE INTO runs (key, backend, model, prompt_name, prompt_sha256, "
-                "prompt, params, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "prompt, params, started_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [key, backend, model, prompt_name, prompt_sha, prompt_text,
-                 json.dumps(params, sort_keys=True), now()],
+                 json.dumps(params, sort_keys=True), now(), kind],
             )
         row = self.db.execute("SELECT id FROM runs WHERE key = ?", [key]).fetchone()
         return self.run(row[0])
@@ -222,13 +226,13 @@ class Store:
     def run(self, run_id: int) -> Run:
         """A run by id."""
         r = self.db.execute(
-            "SELECT id, backend, model, prompt_name, prompt_sha256, params FROM runs WHERE id = ?",
+            "SELECT id, backend, model, prompt_name, prompt_sha256, params, kind FROM runs WHERE id = ?",
             [run_id],
         ).fetchone()
         if r is None:
             raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
         return Run(r[0], as_text(r[1]) or "", as_text(r[2]) or "", as_text(r[3]), as_text(r[4]),
-                   as_json(r[5], {}))
+                   as_json(r[5], {}), as_text(r[6]) or "caption")
 
     def finish_run(self, run_id: int) -> None:
         """Stamp the run's finish time."""
@@ -413,9 +417,9 @@ class Store:
     ) -> Iterator[TileText]:
         """Every caption of searchable images (all, or these), ordered by image, tile, run."""
         sql = (
-            "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption "
+            "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption, r.kind "
             "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
-            f"WHERE i.status IN {SEARCHABLE!r}"
+            f"JOIN runs r ON r.id = c.run_id WHERE i.status IN {SEARCHABLE!r}"
         )
         args: list[Any] = []
         if run_ids is not None:
@@ -429,7 +433,8 @@ class Store:
         for r in self.db.execute(sql, args):
             coords = [as_int(v, 0, MAX_DIMENSION) for v in r[3:7]]
             box = Box(*coords) if None not in coords else None
-            yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "")
+            yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "",
+                           as_text(r[10]) or "caption")
 
     def has_captions(self) -> bool:
         """Whether any caption is stored (cheap: no counting)."""
@@ -452,7 +457,7 @@ class Store:
             dict(zip(RUN_FIELDS, r, strict=True))
             for r in q(
                 "SELECT r.id, r.backend, r.model, r.prompt_name, count(DISTINCT t.image_id), "
-                "count(c.id), r.started_at, r.finished_at FROM runs r "
+                "count(c.id), r.started_at, r.finished_at, r.kind FROM runs r "
                 "LEFT JOIN captions c ON c.run_id = r.id LEFT JOIN tiles t ON t.id = c.tile_id "
                 "GROUP BY r.id ORDER BY r.id"
             ).fetchall()

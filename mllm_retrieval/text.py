@@ -1,4 +1,9 @@
-"""One tokeniser for documents and queries: lowercase, words, no stopwords, singular nouns."""
+"""One tokeniser for documents and queries: lowercase, words, no stopwords, singular nouns.
+
+Chinese, Japanese and Korean are written without spaces, so a run of their characters is indexed as
+overlapping character bigrams (as Lucene's CJK analyzer does): 东京塔 -> 东京, 京塔. A query goes through
+the same function, so any two-character word inside a longer run is found; a lone character stays a token.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,13 @@ IRREGULAR = {
 }
 _NO_STRIP = ("ss", "us", "is", "os", "as", "ys")
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+_CJK = (
+    "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
+    "\ua960-\ua97f\uac00-\ud7af\ud7b0-\ud7ff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f"
+)
+_CJK_RUN = re.compile(f"[{_CJK}]+")
+_HAS_CJK = re.compile(f"[{_CJK}]")
+_KANA_MARKS = "\u3099\u309a"  # voicing marks: ka+mark is ga, a different sound, never an accent
 
 
 def singular(word: str) -> str:
@@ -46,13 +58,39 @@ def singular(word: str) -> str:
     return word[:-1]
 
 
-def tokenize(text: str) -> list[str]:
-    """Words of a text, lowercased, accents folded, stopwords dropped, plurals made singular."""
+def fold(text: str) -> str:
+    """Lowercase, compatibility forms unified, accents dropped; CJK recomposed (kana marks, Hangul kept)."""
     text = unicodedata.normalize("NFKD", text.lower())
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    if not _HAS_CJK.search(text):
+        return "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = "".join(ch for ch in text if not unicodedata.combining(ch) or ch in _KANA_MARKS)
+    return unicodedata.normalize("NFC", text)
+
+
+def cjk_bigrams(run: str) -> list[str]:
+    """Overlapping character pairs of a CJK run; a single character stays whole."""
+    return [run] if len(run) < 2 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def _pieces(word: str) -> list[str]:
+    """A word as-is, or split at script changes with its CJK runs as bigrams (iPhone手机 -> iphone, 手机)."""
+    if not _HAS_CJK.search(word):
+        return [word]
+    out, pos = [], 0
+    for m in _CJK_RUN.finditer(word):
+        out.extend(p for p in [word[pos : m.start()]] if p)
+        out.extend(cjk_bigrams(m.group()))
+        pos = m.end()
+    out.extend(p for p in [word[pos:]] if p)
+    return out
+
+
+def tokenize(text: str) -> list[str]:
+    """Words of a text, lowercased, accents folded, stopwords dropped, plurals made singular; CJK bigrams."""
     tokens = []
-    for word in _WORD.findall(text):
-        word = word.split("'")[0] if word.endswith("'s") else word.replace("'", "")
-        if word and word not in STOPWORDS:
-            tokens.append(singular(word))
+    for match in _WORD.findall(fold(text)):
+        for word in _pieces(match):
+            word = word.split("'")[0] if word.endswith("'s") else word.replace("'", "")
+            if word and word not in STOPWORDS:
+                tokens.append(singular(word))
     return tokens

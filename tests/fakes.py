@@ -1,4 +1,4 @@
-"""Fake captioners for pipeline tests: deterministic text, counted calls, scripted failures."""
+"""Fake captioners and a fake OCR engine for pipeline tests: deterministic text, counted calls, failures."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import time
 from collections.abc import Sequence
 
 from PIL import Image, ImageStat
+
+from mllm_retrieval.ocr import Line
 
 
 class FakeCaptioner:
@@ -34,3 +36,23 @@ class FakeCaptioner:
             color = max((("red", r), ("green", g), ("blue", b)), key=lambda x: x[1])[0]
             out.append(f"Tags: {color}, size{im.width}x{im.height}\nCaption: A {color} tile.")
         return out
+
+
+class FakeOcr:
+    """Reads a sign named after the image's main colour, plus one unsure line; counts calls."""
+
+    backend = "fake-ocr"
+    model_id = "fake-ocr-1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def params(self) -> dict:
+        return {"text_score": 0.0}
+
+    def read(self, image: Image.Image) -> list[Line]:
+        self.calls += 1
+        r, g, b = ImageStat.Stat(image).mean
+        color = max((("red", r), ("green", g), ("blue", b)), key=lambda x: x[1])[0]
+        box = ((1, 2), (30, 2), (30, 12), (1, 12))
+        return [Line(f"{color.upper()}SHOP open daily", box, 0.97), Line("zebra", box, 0.3)]

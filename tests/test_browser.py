@@ -325,3 +325,26 @@ def test_more_results_load_on_scroll(page, tmp_path):
         assert page.locator("#status").inner_text().startswith("30 images")
         assert page.locator("#more").is_hidden()
         assert page.locator(".card .rank").all_inner_texts()[-1] == "#30"
+
+
+def test_text_read_in_a_photo_is_listed_and_its_boxes_drawn(page, tmp_path):
+    from fakes import FakeOcr
+
+    from mllm_retrieval.ocr_pipeline import ocr_paths
+    from mllm_retrieval.store import Store
+
+    db, photos = build_library(tmp_path)
+    with Store(db) as store:
+        ocr_paths(store, [photos], FakeOcr(), progress=False)
+    with Server(db) as server:
+        page.goto(f"{server.url}/?q=redshop")
+        page.wait_for_selector(".card img")
+        assert "text in photo" in card(page, "red.png").locator(".matched").text_content()
+        card(page, "red.png").locator(".thumb").click()
+        page.wait_for_selector("#view .ocr-lines li")
+        assert page.locator("#view .ocr-lines li").all_inner_texts() == [
+            "REDSHOP open daily (0.97)", "zebra (0.30)"]
+        assert page.locator("#view .ocr-lines li.unsure").all_inner_texts() == ["zebra (0.30)"]
+        assert page.locator("#view .box.ocr").count() == 2  # both lines share the fake's box
+        assert page.locator("#view .box.ocr.found").count() == 1  # only the searchable line holds the word
+        shot(page, "ocr-image")

@@ -151,6 +151,20 @@ def test_db_source_and_ablation_documents(tiny, tmp_path):
     assert variants(src, ablate=False) == [Variant()]
 
 
+def test_ocr_text_joins_the_caption_models_condition(tiny, tmp_path):
+    labels, captions = tiny
+    evalset = load_coco(labels, captions)
+    with Store(make_tiled_store(tmp_path / "lib.db")) as store:
+        ocr = store.get_or_create_run("rapidocr", "ocr-model", {}, kind="ocr")
+        [(tile, _)] = store.ensure_tiles(2, [None], 20, 20)  # img2's whole image
+        store.add_captions(ocr.id, [(tile, '{"lines": []}', Parsed((), "COW FARM"), None)])
+        [src] = db_sources(store, evalset)  # two models, yet one condition: OCR is not a caption model
+        [alone] = db_sources(store, evalset, run=ocr.id)
+    assert "fake-model + OCR" in src.label
+    assert ("full", (), "COW FARM") in [(u.tile, u.tags, u.caption) for u in src.units["2"]]
+    assert set(alone.units) == {"2"} and "+ OCR" not in alone.label
+
+
 def test_best_tile_scores_are_the_max_over_tiles(tiny, tmp_path):
     labels, captions = tiny
     evalset = load_coco(labels, captions)

@@ -45,3 +45,35 @@ def test_parse_query_never_raises_and_only_uses_given_words(text):
     q = parse_query(text)
     words = set(tokenize(text))
     assert set(q.ranking_terms) <= words and set(q.exclude) <= words
+
+
+@pytest.mark.parametrize("text,tokens", [
+    ("东京塔很高", ["东京", "京塔", "塔很", "很高"]),
+    ("北京大学的学生", ["北京", "京大", "大学", "学的", "的学", "学生"]),
+    ("東京タワーに行きました",
+     ["東京", "京タ", "タワ", "ワー", "ーに", "に行", "行き", "きま", "まし", "した"]),
+    ("한국어 사전", ["한국", "국어", "사전"]),  # Hangul stays syllables (NFKD would leave bare jamo)
+    ("猫", ["猫"]),  # a lone character stays whole
+    ("iPhone手机 Café", ["iphone", "手机", "cafe"]),  # script changes split a word; accents still fold
+])
+def test_cjk_runs_become_character_bigrams(text, tokens):
+    assert tokenize(text) == tokens
+
+
+def test_kana_voicing_marks_and_halfwidth_forms_are_kept_apart_from_accents():
+    assert tokenize("がか") == ["がか"]  # ga is not ka with an accent
+    assert tokenize("ｶﾞｿﾘﾝ") == tokenize("ガソリン")  # halfwidth katakana folds to fullwidth
+
+
+def test_a_chinese_word_inside_a_longer_run_is_found_by_search():
+    from mllm_retrieval.index.base import get_engine
+
+    engine = get_engine("sparse")
+    engine.add([tokenize("欢迎光临北京大学图书馆"), tokenize("上海火车站"), tokenize("a red bus")])
+    assert [d for d, _ in engine.search(tokenize("大学"), 3)] == [0]
+    assert [d for d, _ in engine.search(tokenize("火车站"), 3)] == [1]
+    assert engine.search(tokenize("东京"), 3) == []
+
+
+def test_english_tokens_are_unchanged_by_the_cjk_rule():
+    assert tokenize("Café STOP sign, naïve façade") == ["cafe", "stop", "sign", "naive", "facade"]

@@ -189,17 +189,22 @@ def db_sources(store, evalset: EvalSet, run: int | None = None, model: str | Non
                per_model: bool = False) -> list[SourceText]:
     """One SourceText per chosen model of the database's runs, matched to the evaluation set."""
     runs = store.db.execute("SELECT id, model FROM runs ORDER BY id").fetchall()
+    ocr_runs: list[int] = []
     if run is not None:
         runs = [r for r in runs if r[0] == run]
         if not runs:
             raise EvalSourceError(f"no run {run} in {store.path}: see `mllmret stats`")
+    else:  # text read in the photos joins every caption model's condition, as it joins search
+        ocr_runs = [r[0] for r in store.db.execute("SELECT id FROM runs WHERE kind = 'ocr' ORDER BY id")]
+        captions = [r for r in runs if r[0] not in ocr_runs]
+        runs, ocr_runs = (captions, ocr_runs) if captions else (runs, [])
     if not runs:
         raise EvalSourceError(f"no captions in {store.path}: run `mllmret caption` or `mllmret import` first")
     where = f"database {str(store.path)!r}"
     owner = _db_owners(store, evalset)
     out = []
     for chosen in choose_models((m for _, m in runs), model, per_model, where):
-        run_ids = [i for i, m in runs if chosen is None or m == chosen]
+        run_ids = [i for i, m in runs if chosen is None or m == chosen] + ocr_runs
         units: dict[str, list[Unit]] = defaultdict(list)
         unmatched: set[int] = set()
         for t in store.tile_texts(run_ids):
@@ -208,7 +213,7 @@ def db_sources(store, evalset: EvalSet, run: int | None = None, model: str | Non
                 unmatched.add(t.image_id)
             else:
                 units[image].append(Unit(t.tile_key, t.tags, t.caption))
-        models = chosen or ", ".join(sorted({m for _, m in runs}))
+        models = (chosen or ", ".join(sorted({m for _, m in runs}))) + (" + OCR" if ocr_runs else "")
         label = f"db [{models}; run {', '.join(map(str, run_ids))}]"
         notes = list(owner.notes)
         if unmatched:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ocr import KIND as OCR
+from ..ocr import ocr_tokens
 from ..store import Store, TileText
 from ..text import tokenize
 from .base import DEFAULT_ENGINE, Engine, get_engine
@@ -22,12 +24,14 @@ from .sparse_engine import SparseEngine
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: CJK bigrams and OCR tokens (text.py, ocr.py); indexes saved by 1 are rebuilt
 REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebuild instead
 
 
 def tile_tokens(t: TileText) -> list[str]:
-    """The tokens a tile's caption contributes: its tags, then its caption."""
+    """The tokens a tile's caption contributes: its tags, then its caption (OCR text: see ocr.ocr_tokens)."""
+    if t.kind == OCR:
+        return ocr_tokens(t.caption)
     return tokenize(" , ".join(t.tags)) + tokenize(t.caption)
 
 

@@ -289,7 +289,8 @@ function howMatched(r) {
       text: `by meaning ${Number(r.similarity).toFixed(2)}` });
   }
   const where = r.tile === "full" || !r.tile ? "whole image" : `tile ${r.tile}`;
-  return [r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null, where];
+  const read = r.text_in_photo && r.text_in_photo.length ? " · text in photo" : "";
+  return [r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null, where, read];
 }
 
 function opener(imageId) {
@@ -464,6 +465,13 @@ function imageView(d) {
     boxes.set(t.key, div);
     frame.append(div);
   });
+  const words = (hit && hit.text_in_photo) || [];
+  d.tiles.forEach((t) => t.captions.forEach((c) => (c.lines || []).forEach((line) => {
+    if (!d.width || !d.height) return;
+    const lower = line.text.toLowerCase();
+    const found = line.searchable && words.some((w) => lower.includes(w));
+    frame.append(boxDiv(line.box, d.width, d.height, `box ocr${found ? " found" : ""}`));
+  })));
   const title = displayName(d);
   const facts = [d.path, d.width && d.height ? `${d.width}×${d.height}` : null,
     d.external_id ? `id ${d.external_id}` : null, d.searchable ? null : `status: ${d.status}`].filter(Boolean);
@@ -477,7 +485,9 @@ function imageView(d) {
     }, el("h3", {}, label, best), t.captions.map((c) => el("div", { class: "caption" },
       el("div", { class: "run", text: `run ${c.run} · ${c.model}${c.prompt ? ` · prompt ${c.prompt}` : ""}` }),
       chips(c.tags.filter(Boolean)),
-      el("p", { class: "text", text: c.caption }),
+      c.lines ? el("ul", { class: "ocr-lines", title: "text read in the photo (OCR)" }, c.lines.map((line) =>
+        el("li", { class: line.searchable ? null : "unsure", text: `${line.text} (${line.confidence.toFixed(2)})` })))
+        : el("p", { class: "text", text: c.caption }),
       el("details", {}, el("summary", { text: "raw model text" }), el("pre", { text: c.raw })))));
   });
   return [
