@@ -17,7 +17,7 @@ from .errors import ImageError
 from .images import Skipped, open_image
 from .ocr import KIND, Line, OcrEngine, lines_raw, searchable_text
 from .parsing import Parsed
-from .pipeline import MIN_TILE, Summary, _scan
+from .pipeline import Summary, plan, scan
 from .store import Store
 from .tiling import grid_boxes
 
@@ -33,19 +33,8 @@ def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngin
     grid_boxes(64, 64, grid)  # validate before any work
     run = store.get_or_create_run(engine.backend, engine.model_id, engine.params(), kind=KIND)
     summary = Summary(run_id=run.id)
-    jobs = _scan(store, list(paths), summary, force, progress, max_pixels)
-    pending = []
-    with store.atomic():
-        for job in jobs:
-            boxes = [b for i, b in enumerate(grid_boxes(job.width, job.height, grid))
-                     if i == 0 or min(b.x1 - b.x0, b.y1 - b.y0) >= MIN_TILE]
-            tiles = store.ensure_tiles(job.image_id, boxes, job.width, job.height)
-            done = set() if force else store.captioned_tiles(run.id, [t for t, _ in tiles])
-            todo = [(t, b) for t, b in tiles if t not in done]
-            if todo:
-                pending.append((job, todo))
-            else:
-                summary.already_done += 1
+    jobs = scan(store, list(paths), summary, force, progress, max_pixels)
+    pending = plan(store, run.id, jobs, grid, 0.0, force, summary)
     rows: list[tuple[int, str, Parsed, float]] = []
 
     def flush() -> None:

@@ -82,8 +82,8 @@ def caption_paths(
         captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text
     )
     summary = Summary(run_id=run.id)
-    jobs = _scan(store, paths, summary, force, progress, max_pixels)
-    pending = _plan(store, run.id, jobs, grid, overlap, force, summary)
+    jobs = scan(store, paths, summary, force, progress, max_pixels)
+    pending = plan(store, run.id, jobs, grid, overlap, force, summary)
     _caption(store, run.id, pending, captioner, prompt, batch_size, force, progress, summary,
              max_pixels)
     store.finish_run(run.id)
@@ -91,7 +91,7 @@ def caption_paths(
     return summary
 
 
-def _scan(store: Store, paths: list, summary: Summary, force: bool, progress: bool,
+def scan(store: Store, paths: list, summary: Summary, force: bool, progress: bool,
           max_pixels: int | None) -> list[_Job]:
     """Hash new or changed files, register images; unchanged files are not re-read."""
     skipped: list[Skipped] = []
@@ -161,7 +161,7 @@ def tile_boxes(width: int, height: int, grid: str, overlap: float) -> list[Box |
     ]
 
 
-def _plan(store: Store, run_id: int, jobs: list[_Job], grid: str, overlap: float, force: bool,
+def plan(store: Store, run_id: int, jobs: list[_Job], grid: str, overlap: float, force: bool,
           summary: Summary) -> list[tuple[_Job, list[tuple[int, Box]]]]:
     """For each image, the tiles this run still has to caption."""
     pending = []
