@@ -230,9 +230,11 @@ def _fill(page: dict[str, Any], store: Store, results: list) -> dict[str, Any]:
 
 
 def _load_embedder(searcher) -> None:
-    """Load the embedding model now, so that whatever goes wrong becomes one line (an EmbedderError)."""
+    """Load the embedding model now, so that whatever goes wrong becomes one line (an EmbedderError); the
+    numpy encoder when the model has one (no torch: the first answer comes in a second, not fifteen)."""
     try:
-        getattr(searcher.semantic.embedder, "model", None)
+        embedder = searcher.semantic.embedder
+        getattr(embedder, "light", None) or getattr(embedder, "model", None)
     except MllmretError:
         raise
     except Exception as e:  # a damaged model folder can fail in many ways
