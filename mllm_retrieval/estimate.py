@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .captioners.base import Captioner
+from .defaults import CAPTION_BATCH
 from .errors import ImageError
 from .images import Skipped, image_size, open_image, walk
 from .pipeline import tile_boxes
@@ -52,7 +53,7 @@ def estimate(
     prompt: Prompt,
     grid: str = "2x2",
     overlap: float = 0.0,
-    batch_size: int = 8,
+    batch_size: int = CAPTION_BATCH,
     calibrate: bool = True,
 ) -> Estimate:
     """Count new and already captioned images and their tiles; time one batch on the model."""
