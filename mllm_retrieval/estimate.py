@@ -19,6 +19,7 @@ from .images import Skipped, image_size, open_image, walk
 from .pipeline import tile_boxes
 from .prompts import Prompt
 from .store import Store
+from .tiling import crop
 
 
 @dataclass
@@ -61,7 +62,7 @@ def estimate(
     run = None
     if store is not None:
         run = store.find_run(captioner.backend, captioner.model_id, captioner.params(), prompt.text)
-    per_image = store.captions_per_image(run.id) if (store is not None and run) else {}
+    per_image = store.captions_per_image(run.id) if run else {}
     sample: list[tuple[Path, list]] = []
     for path in walk(paths, est.skipped):
         est.files += 1
@@ -102,7 +103,7 @@ def _calibrate(est: Estimate, captioner: Captioner, prompt: Prompt, sample: list
         except ImageError as e:
             est.skipped.append(Skipped(str(path), str(e)))
             continue
-        crops += [image.crop((b.x0, b.y0, b.x1, b.y1)) if b else image for b in boxes]
+        crops += [crop(image, b) for b in boxes]
     crops = crops[:batch_size]
     if not crops:
         return

@@ -19,7 +19,7 @@ from .ocr import KIND, Line, OcrEngine, lines_raw, searchable_text
 from .parsing import Parsed
 from .pipeline import Summary, plan, scan
 from .store import Store
-from .tiling import grid_boxes
+from .tiling import crop, grid_boxes
 
 BATCH = 8  # tiles per transaction
 
@@ -50,8 +50,7 @@ def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngin
             continue
         for tile_id, box in todo:
             t0 = time.perf_counter()
-            lines = engine.read(image.crop((box.x0, box.y0, box.x1, box.y1)) if box.x0 or box.y0
-                                or (box.x1, box.y1) != image.size else image)
+            lines = engine.read(crop(image, box))
             lines = [shifted(line, box.x0, box.y0) for line in lines]
             rows.append((tile_id, lines_raw(lines), Parsed((), searchable_text(lines)),
                          time.perf_counter() - t0))

@@ -21,7 +21,7 @@ from .images import Skipped, image_size, open_image, sha256_file, walk
 from .parsing import parse_output
 from .prompts import Prompt
 from .store import Store
-from .tiling import Box, grid_boxes
+from .tiling import Box, crop, grid_boxes
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def _crops(job: _Job, todo: list[tuple[int, Box]], max_pixels: int | None) -> li
         image = open_image(job.path, max_pixels)
     except ImageError as e:
         return e
-    return [image.crop((b.x0, b.y0, b.x1, b.y1)) if b else image for _, b in todo]
+    return [crop(image, b) for _, b in todo]
 
 
 def _prefetched(pending: list, max_pixels: int | None, ahead: int = PREFETCH):

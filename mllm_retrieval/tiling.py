@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import GridError
 
@@ -74,3 +75,10 @@ def tile_name(box: Box | None, width: int | None, height: int | None) -> str | N
     row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""
     col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
     return " ".join(p for p in (row, col) if p) or "centre"
+
+
+def crop(image: Any, box: Box | None) -> Any:
+    """The part of a PIL image inside `box`; the image itself for no box or the whole frame."""
+    if box is None or (box.x0 == box.y0 == 0 and (box.x1, box.y1) == image.size):
+        return image
+    return image.crop((box.x0, box.y0, box.x1, box.y1))

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 PAPER_MODEL = "llava-hf/llava-1.5-7b-hf"
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
 class TransformersCaptioner:
     """Any AutoModelForImageTextToText model, from a local folder or a hub id."""
 
