@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mllm_retrieval.embedding import Embedder
 from mllm_retrieval.evaluation.datasets import class_queries, default_data_root, load_coco_style_labels
 from mllm_retrieval.evaluation.scoring import Variant, documents, score_matrix, text_documents
 from mllm_retrieval.evaluation.sources import human_source
+from mllm_retrieval.search.embedding import Embedder
 
 SETS = {"coco": ("coco/annotations/labels_val2017.json", "coco/annotations/captions_val2017.json"),
         "voc": ("voc_sentences/labels.json", "voc_sentences/captions.json")}

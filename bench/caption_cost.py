@@ -30,12 +30,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from real_shapes import SHAPES, build_idefics3, count_params  # noqa: E402
 
-from mllm_retrieval.captioners import get_captioner  # noqa: E402
-from mllm_retrieval.images import open_image  # noqa: E402
-from mllm_retrieval.pipeline import caption_paths  # noqa: E402
-from mllm_retrieval.prompts import load_prompt  # noqa: E402
-from mllm_retrieval.store import Store  # noqa: E402
-from mllm_retrieval.tiling import grid_boxes  # noqa: E402
+from mllm_retrieval.capture.captioners import get_captioner  # noqa: E402
+from mllm_retrieval.capture.images import open_image  # noqa: E402
+from mllm_retrieval.capture.pipeline import caption_paths  # noqa: E402
+from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
+from mllm_retrieval.capture.tiling import grid_boxes  # noqa: E402
+from mllm_retrieval.library.store import Store  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeat: int = 6) -> float:
@@ -91,7 +91,7 @@ def tile_costs(captioner, image, prompt: str, tokens: int, splitting: bool, peak
     """
     import torch
 
-    from mllm_retrieval.captioners.hf import _chat_prompt
+    from mllm_retrieval.capture.captioners.hf import _chat_prompt
 
     processor, model = captioner._processor, captioner._model
     inputs = processor(images=[[image]], text=[_chat_prompt(processor, prompt)], return_tensors="pt",

@@ -17,10 +17,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mllm_retrieval.captioners import get_captioner  # noqa: E402
-from mllm_retrieval.pipeline import caption_paths  # noqa: E402
-from mllm_retrieval.prompts import load_prompt  # noqa: E402
-from mllm_retrieval.store import Store  # noqa: E402
+from mllm_retrieval.capture.captioners import get_captioner  # noqa: E402
+from mllm_retrieval.capture.pipeline import caption_paths  # noqa: E402
+from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
+from mllm_retrieval.library.store import Store  # noqa: E402
 
 
 def main() -> None:

@@ -60,8 +60,8 @@ class RandomDocuments:
 
 
 def build(db: Path, n: int) -> None:
-    from mllm_retrieval.library_embedding import embed_library
-    from mllm_retrieval.store import Store
+    from mllm_retrieval.library.embed import embed_library
+    from mllm_retrieval.library.store import Store
 
     with Store(db) as store:
         t0 = time.perf_counter()

@@ -66,8 +66,8 @@ def main() -> None:
     ap.add_argument("--source", type=Path, help="import this file instead of a generated one")
     args = ap.parse_args()
 
-    from mllm_retrieval.jsonl import import_jsonl
-    from mllm_retrieval.store import Store
+    from mllm_retrieval.library.jsonl import import_jsonl
+    from mllm_retrieval.library.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         src = args.source or Path(tmp, "generated.jsonl")

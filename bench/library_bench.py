@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from search_bench import corpus, queries  # noqa: E402
 
-from mllm_retrieval.parsing import Parsed  # noqa: E402
-from mllm_retrieval.search import Searcher  # noqa: E402
-from mllm_retrieval.store import Store  # noqa: E402
-from mllm_retrieval.tiling import grid_boxes  # noqa: E402
+from mllm_retrieval.capture.parsing import Parsed  # noqa: E402
+from mllm_retrieval.capture.tiling import grid_boxes  # noqa: E402
+from mllm_retrieval.library.store import Store  # noqa: E402
+from mllm_retrieval.search.searcher import Searcher  # noqa: E402
 
 
 def fill(store: Store, start: int, n: int, seed: int) -> None:

@@ -36,9 +36,8 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mllm_retrieval.images import open_image  # noqa: E402
-from mllm_retrieval.index.base import get_engine  # noqa: E402
-from mllm_retrieval.ocr import (  # noqa: E402
+from mllm_retrieval.capture.images import open_image  # noqa: E402
+from mllm_retrieval.capture.ocr import (  # noqa: E402
     MIN_CONFIDENCE,
     Line,
     OcrEngine,
@@ -46,7 +45,8 @@ from mllm_retrieval.ocr import (  # noqa: E402
     parse_lines,
     searchable_text,
 )
-from mllm_retrieval.text import tokenize  # noqa: E402
+from mllm_retrieval.search.index.base import get_engine  # noqa: E402
+from mllm_retrieval.search.text import tokenize  # noqa: E402
 
 IMAGES = Path(os.environ.get("MLLMRET_COCO_IMAGES", ROOT.parent / "shared" / "data" / "coco" / "images"))
 LABELS = ROOT / "eval" / "ocr_coco_labels.json"

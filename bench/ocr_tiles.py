@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ocr_eval import IMAGES, LABELS, dictionary, holds, pct, tokens_for  # noqa: E402
 
-from mllm_retrieval.images import open_image  # noqa: E402
-from mllm_retrieval.ocr import MIN_CONFIDENCE, OcrEngine  # noqa: E402
-from mllm_retrieval.text import tokenize  # noqa: E402
-from mllm_retrieval.tiling import grid_boxes  # noqa: E402
+from mllm_retrieval.capture.images import open_image  # noqa: E402
+from mllm_retrieval.capture.ocr import MIN_CONFIDENCE, OcrEngine  # noqa: E402
+from mllm_retrieval.capture.tiling import grid_boxes  # noqa: E402
+from mllm_retrieval.search.text import tokenize  # noqa: E402
 
 
 def main() -> None:

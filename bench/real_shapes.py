@@ -55,7 +55,7 @@ def _corpus() -> list[str]:
     """English text to train the stand-in tokenizer: the prompts and the hand-written sample captions."""
     root = Path(__file__).resolve().parents[1]
     texts = [p.read_text() for p in sorted((root / "prompts").glob("*.txt"))]
-    for line in (root / "mllm_retrieval" / "sample").glob("*.jsonl"):
+    for line in (root / "mllm_retrieval" / "library" / "sample").glob("*.jsonl"):
         texts += [json.loads(x).get("text", "") for x in line.read_text().splitlines() if x.strip()]
     return texts
 

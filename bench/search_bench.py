@@ -33,7 +33,7 @@ REFERENCE_MAX_DOCS = 100_000  # rank-bm25 beyond this takes too long to be worth
 
 def vocabulary() -> tuple[list[str], np.ndarray]:
     """Words and their probabilities, from real COCO captions when available."""
-    from mllm_retrieval.text import tokenize
+    from mllm_retrieval.search.text import tokenize
 
     if CAPTIONS.exists():
         data = json.loads(CAPTIONS.read_text())
@@ -71,7 +71,7 @@ def queries(n: int, seed: int) -> list[list[str]]:
 
 def make_engine(name: str):
     """A product engine by name, or a candidate from candidates.py."""
-    from mllm_retrieval.index import ENGINES, get_engine
+    from mllm_retrieval.search.index import ENGINES, get_engine
 
     if name in ENGINES:
         return get_engine(name)

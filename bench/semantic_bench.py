@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from library_bench import fill  # noqa: E402
 from search_bench import corpus, queries  # noqa: E402
 
-from mllm_retrieval.embedding import Embedder  # noqa: E402
-from mllm_retrieval.search import Searcher  # noqa: E402
-from mllm_retrieval.store import Store  # noqa: E402
+from mllm_retrieval.library.store import Store  # noqa: E402
+from mllm_retrieval.search.embedding import Embedder  # noqa: E402
+from mllm_retrieval.search.searcher import Searcher  # noqa: E402
 
 MODES = ("hybrid", "semantic", "keyword")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mllm_retrieval.store import Store
+from mllm_retrieval.library.store import Store
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 COCO_IMAGES = Path(os.environ.get("MLLMRET_COCO_IMAGES", SHARED / "coco" / "images"))

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageStat
 
-from mllm_retrieval.ocr import Line
+from mllm_retrieval.capture.ocr import Line
 
 
 class FakeCaptioner:

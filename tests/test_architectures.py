@@ -20,7 +20,7 @@ from tiny_archs import (
     image_only_qwen_processor,
 )
 
-from mllm_retrieval.captioners import get_captioner
+from mllm_retrieval.capture.captioners import get_captioner
 from mllm_retrieval.errors import ModelLoadError
 
 BUILDERS = {
@@ -106,7 +106,7 @@ def test_batched_equals_one_by_one_under_greedy_decoding(loaded, name):
 @pytest.mark.parametrize("name", VARIABLE_LENGTH)
 def test_images_of_different_sizes_make_prompts_of_different_lengths(loaded, name):
     """So the batched test above really exercises left padding."""
-    from mllm_retrieval.captioners.hf import _chat_prompt
+    from mllm_retrieval.capture.captioners.hf import _chat_prompt
 
     processor = loaded(name)._processor
     text = _chat_prompt(processor, PROMPT)

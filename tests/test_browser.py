@@ -54,7 +54,7 @@ class Server:
     def __init__(self, db: Path, mode: str = "keyword", embedder: str | None = None) -> None:
         import uvicorn
 
-        from mllm_retrieval.web import create_app
+        from mllm_retrieval.web.app import create_app
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -306,9 +306,9 @@ def test_more_results_load_on_scroll(page, tmp_path):
     from fakes import FakeCaptioner
     from PIL import Image
 
-    from mllm_retrieval.pipeline import caption_paths
-    from mllm_retrieval.prompts import load_prompt
-    from mllm_retrieval.store import Store
+    from mllm_retrieval.capture.pipeline import caption_paths
+    from mllm_retrieval.capture.prompts import load_prompt
+    from mllm_retrieval.library.store import Store
 
     folder = tmp_path / "many"
     folder.mkdir()
@@ -330,8 +330,8 @@ def test_more_results_load_on_scroll(page, tmp_path):
 def test_text_read_in_a_photo_is_listed_and_its_boxes_drawn(page, tmp_path):
     from fakes import FakeOcr
 
-    from mllm_retrieval.ocr_pipeline import ocr_paths
-    from mllm_retrieval.store import Store
+    from mllm_retrieval.capture.ocr_pipeline import ocr_paths
+    from mllm_retrieval.library.store import Store
 
     db, photos = build_library(tmp_path)
     with Store(db) as store:

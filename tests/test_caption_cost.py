@@ -10,11 +10,11 @@ from cli_helpers import mllmret
 from PIL import Image
 from tiny_archs import build_tiny_idefics3
 
-from mllm_retrieval.captioners import get_captioner
-from mllm_retrieval.captioners.hf import cpu_has_native_bf16
-from mllm_retrieval.captioners.stopping import answered, answered_criteria, required_labels
-from mllm_retrieval.cli import Splitting
-from mllm_retrieval.prompts import load_prompt
+from mllm_retrieval.capture.captioners import get_captioner
+from mllm_retrieval.capture.captioners.hf import cpu_has_native_bf16
+from mllm_retrieval.capture.captioners.stopping import answered, answered_criteria, required_labels
+from mllm_retrieval.capture.prompts import load_prompt
+from mllm_retrieval.cli.main import Splitting
 
 
 def test_the_default_prompt_is_answered_once_tags_and_caption_lines_are_written():
@@ -65,10 +65,11 @@ def test_run_identity_names_the_resolved_dtype_and_the_splitting(tiny_llava):
     assert plain.params()["dtype"] in ("float32", "bfloat16")
     assert "image_splitting" not in plain.params()
     split_off = get_captioner("transformers", model=str(tiny_llava), image_splitting=False)
+    full = get_captioner("transformers", model=str(tiny_llava), dtype="float32")
     half = get_captioner("transformers", model=str(tiny_llava), dtype="bfloat16")
     assert split_off.params()["image_splitting"] is False
     assert half.params()["dtype"] == "bfloat16"
-    assert len({repr(sorted(c.params().items())) for c in (plain, split_off, half)}) == 3
+    assert len({repr(sorted(c.params().items())) for c in (full, split_off, half)}) == 3
 
 
 @pytest.fixture(scope="module")

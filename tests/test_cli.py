@@ -23,7 +23,7 @@ def test_caption_search_export_import_on_real_photos(coco_images, tiny_llava, tm
     # The tiny model writes noise; search for a word it actually wrote.
     with sqlite3.connect(db) as conn:
         raws = [r[0] for r in conn.execute("SELECT raw FROM captions")]
-    from mllm_retrieval.text import tokenize
+    from mllm_retrieval.search.text import tokenize
     word = next(t for raw in raws for t in tokenize(raw) if t.isalpha())
     hits = [json.loads(line) for line in
             mllmret("search", word, "--mode", "keyword", "--json", "--db", db).stdout.splitlines()]
@@ -92,7 +92,7 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     for i in range(12):
         Image.new("RGB", (64, 64), (i * 20, 100, 50)).save(folder / f"{i:02}.png")
     db = tmp_path / "kill.db"
-    code = ("import sys; from mllm_retrieval.captioners import register; "
+    code = ("import sys; from mllm_retrieval.capture.captioners import register; "
             "register('fake', lambda **kw: __import__('fakes').FakeCaptioner(delay=0.1, **kw)); "
             "from mllm_retrieval.cli import app; sys.argv[0] = 'mllmret'; app()")
     cmd = [sys.executable, "-c", code, "caption", str(folder), "--backend", "fake", "--batch-size", "2",

@@ -8,9 +8,9 @@ import json
 import pytest
 from cli_helpers import mllmret
 
-from mllm_retrieval.query import why_empty
-from mllm_retrieval.query_args import split_query_args
-from mllm_retrieval.tiling import Box, grid_boxes, tile_name
+from mllm_retrieval.capture.tiling import Box, grid_boxes, tile_name
+from mllm_retrieval.search.query import why_empty
+from mllm_retrieval.search.query_args import split_query_args
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_table_shows_image_id_and_tiles_in_words(demo_db):
 
 
 def test_semantic_mode_shows_the_similarity_as_score(demo_db):
-    from mllm_retrieval.cli import format_result
-    from mllm_retrieval.search import Result
+    from mllm_retrieval.cli.search import format_result
+    from mllm_retrieval.search.searcher import Result
 
     r = Result(rank=1, image_id=7, score=0.0164, path="/x.jpg", matched=(), tile_key=None, tile=None,
                via="meaning", similarity=0.4321)
@@ -98,7 +98,7 @@ def test_cli_says_which_words_were_ignored(demo_db):
 def test_web_api_says_which_words_were_ignored_and_what_the_cut_hid(demo_db, tmp_path):
     from fastapi.testclient import TestClient
 
-    from mllm_retrieval.web import create_app
+    from mllm_retrieval.web.app import create_app
 
     with TestClient(create_app(demo_db), base_url="http://127.0.0.1") as c:
         page = c.get("/api/search", params={"q": "photo"}).json()

@@ -165,8 +165,8 @@ def test_train_composer_then_eval_with_learned_rows(tmp_path, tiny_embedder):
 def test_search_like_ranks_with_the_learned_composer(tmp_path, tiny_embedder):
     from test_search import add
 
-    from mllm_retrieval.embedding import Embedder
-    from mllm_retrieval.store import Store
+    from mllm_retrieval.library.store import Store
+    from mllm_retrieval.search.embedding import Embedder
 
     db = tmp_path / "lib.db"
     with Store(db) as store:
@@ -194,7 +194,7 @@ def test_search_like_ranks_with_the_learned_composer(tmp_path, tiny_embedder):
 
 def test_fine_tuned_encoder_learns_saves_and_is_a_sentence_model(tmp_path, tiny_embedder):
     from mllm_retrieval.composed.composer import EncoderComposer, finetune_encoder, load_composer
-    from mllm_retrieval.embedding import Embedder
+    from mllm_retrieval.search.embedding import Embedder
 
     triplets = colour_swaps(240)
     composer, report = finetune_encoder(triplets, str(tiny_embedder), tmp_path / "enc", epochs=3,
@@ -219,7 +219,7 @@ def test_fine_tuned_encoder_learns_saves_and_is_a_sentence_model(tmp_path, tiny_
 def test_eval_reports_both_composers_and_search_uses_the_encoder(tmp_path, tiny_embedder):
     from test_search import add
 
-    from mllm_retrieval.store import Store
+    from mllm_retrieval.library.store import Store
 
     root = write_fashioniq(tmp_path / "composed", n=30)
     runner = CliRunner()

@@ -9,8 +9,8 @@ import numpy as np
 from cli_helpers import mllmret
 from test_fusion import FakeEmbedder, library, names  # noqa: F401  (fixture)
 
-from mllm_retrieval import fusion
-from mllm_retrieval.search import Searcher
+from mllm_retrieval.search import fusion
+from mllm_retrieval.search.searcher import Searcher
 
 
 def test_fuse_leaves_out_only_meaning_only_images_below_the_cut():

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from mllm_retrieval.capture.parsing import Parsed
+from mllm_retrieval.capture.tiling import Box
 from mllm_retrieval.cli import app
 from mllm_retrieval.evaluation.datasets import load_coco
 from mllm_retrieval.evaluation.runner import (
@@ -29,9 +31,7 @@ from mllm_retrieval.evaluation.sources import (
     jsonl_sources,
     parse_spec,
 )
-from mllm_retrieval.parsing import Parsed
-from mllm_retrieval.store import Store
-from mllm_retrieval.tiling import Box
+from mllm_retrieval.library.store import Store
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 runner = CliRunner()
@@ -202,8 +202,8 @@ def two_colour_photos(tmp_path) -> tuple[Path, Path]:
 def test_db_source_from_the_caption_pipeline(two_colour_photos, tmp_path):
     from fakes import FakeCaptioner
 
-    from mllm_retrieval.pipeline import caption_paths
-    from mllm_retrieval.prompts import load_prompt
+    from mllm_retrieval.capture.pipeline import caption_paths
+    from mllm_retrieval.capture.prompts import load_prompt
 
     folder, labels = two_colour_photos
     db = tmp_path / "pipe.db"

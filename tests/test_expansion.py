@@ -2,8 +2,8 @@
 
 import pytest
 
-from mllm_retrieval.expansion import expanded_query, prf_terms
-from mllm_retrieval.index.sparse_engine import SparseEngine
+from mllm_retrieval.search.expansion import expanded_query, prf_terms
+from mllm_retrieval.search.index.sparse_engine import SparseEngine
 
 
 def test_prf_terms_weigh_tf_over_length_by_idf_and_skip_the_query():

@@ -10,7 +10,7 @@ import pytest
 from cli_helpers import mllmret
 
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.store import Store
+from mllm_retrieval.library.store import Store
 
 
 def _foreign(path, kind: str):
@@ -71,7 +71,7 @@ def test_store_refuses_before_any_pragma(tmp_path):
 def test_web_page_on_a_foreign_file_answers_and_changes_nothing(tmp_path):
     from fastapi.testclient import TestClient
 
-    from mllm_retrieval.web import create_app
+    from mllm_retrieval.web.app import create_app
 
     db = _foreign(tmp_path / "notes.db", "notes")
     before = _state(tmp_path)

@@ -13,10 +13,10 @@ import pytest
 from test_search import add
 
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.fusion import competition_ranks, fuse, rrf_scores
-from mllm_retrieval.query import parse_query
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.text import tokenize
+from mllm_retrieval.search.fusion import competition_ranks, fuse, rrf_scores
+from mllm_retrieval.search.query import parse_query
+from mllm_retrieval.search.searcher import Searcher
+from mllm_retrieval.search.text import tokenize
 
 INF = -np.inf
 

@@ -1,10 +1,10 @@
 import pytest
 from PIL import Image
 
-from mllm_retrieval.captioners import get_captioner
+from mllm_retrieval.capture.captioners import get_captioner
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import BackendError, ModelLoadError
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
 
 
 def images():

@@ -3,8 +3,8 @@ import os
 import pytest
 from PIL import Image
 
+from mllm_retrieval.capture.images import Skipped, open_image, sha256_file, walk
 from mllm_retrieval.errors import ImageError
-from mllm_retrieval.images import Skipped, open_image, sha256_file, walk
 
 
 def test_walk_finds_images_recursively_in_any_case(photos):

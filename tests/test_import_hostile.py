@@ -9,13 +9,13 @@ import pytest
 from cli_helpers import mllmret
 from fakes import FakeCaptioner
 
-from mllm_retrieval import records
+from mllm_retrieval.capture.images import sha256_file
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import ImportFormatError
-from mllm_retrieval.images import sha256_file
-from mllm_retrieval.jsonl import export_jsonl, import_jsonl, skipped_report
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
-from mllm_retrieval.store import Store
+from mllm_retrieval.library import records
+from mllm_retrieval.library.jsonl import export_jsonl, import_jsonl, skipped_report
+from mllm_retrieval.library.store import Store
 
 
 def line(**rec) -> bytes:

@@ -5,12 +5,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mllm_retrieval.index import get_engine
-from mllm_retrieval.index.sparse_engine import SparseEngine
-from mllm_retrieval.index.store_index import StoreIndex
-from mllm_retrieval.parsing import parse_output
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.store import Store
+from mllm_retrieval.capture.parsing import parse_output
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search.index import get_engine
+from mllm_retrieval.search.index.sparse_engine import SparseEngine
+from mllm_retrieval.search.index.store_index import StoreIndex
+from mllm_retrieval.search.searcher import Searcher
 
 
 def zipf_corpus(n_docs, vocab=800, seed=0):

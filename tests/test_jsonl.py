@@ -4,12 +4,12 @@ import json
 import pytest
 from fakes import FakeCaptioner
 
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import ImportFormatError
-from mllm_retrieval.jsonl import export_jsonl, import_jsonl
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
-from mllm_retrieval.search import search
-from mllm_retrieval.store import Store
+from mllm_retrieval.library.jsonl import export_jsonl, import_jsonl
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search.searcher import search
 
 
 def write(path, records):

@@ -11,11 +11,11 @@ from cli_helpers import mllmret
 from test_fusion import FakeEmbedder
 from test_search import add
 
-from mllm_retrieval import library_embedding
-from mllm_retrieval.index.semantic_index import SemanticIndex
-from mllm_retrieval.library_embedding import embed_library
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.store import Store
+from mllm_retrieval.library import embed as library_embedding
+from mllm_retrieval.library.embed import embed_library
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search.index.semantic_index import SemanticIndex
+from mllm_retrieval.search.searcher import Searcher
 
 
 @pytest.fixture(scope="module")

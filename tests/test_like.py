@@ -15,7 +15,10 @@ from PIL import Image
 from test_fusion import FakeEmbedder
 from test_search import FILLER, add
 
-from mllm_retrieval.captioners import register, unregister
+from mllm_retrieval.capture.captioners import register, unregister
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
+from mllm_retrieval.capture.tiling import Box
 from mllm_retrieval.composed.like import (
     compose_like,
     image_text,
@@ -26,12 +29,9 @@ from mllm_retrieval.composed.like import (
     search_like,
 )
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.index.store_index import StoreIndex
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.store import Store
-from mllm_retrieval.tiling import Box
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search.index.store_index import StoreIndex
+from mllm_retrieval.search.searcher import Searcher
 
 
 def names(results):

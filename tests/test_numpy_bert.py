@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mllm_retrieval.embedding import Embedder, MeanPoolEncoder, packaged_model_path
-from mllm_retrieval.numpy_bert import NumpyBertEncoder, read_safetensors
+from mllm_retrieval.search.embedding import Embedder, MeanPoolEncoder, packaged_model_path
+from mllm_retrieval.search.numpy_bert import NumpyBertEncoder, read_safetensors
 
-SAMPLE = Path(__file__).parents[1] / "mllm_retrieval" / "sample" / "captions.jsonl"
+SAMPLE = Path(__file__).parents[1] / "mllm_retrieval" / "library" / "sample" / "captions.jsonl"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def test_read_safetensors_gives_the_stored_tensors(tmp_path):
 
 def test_a_query_is_embedded_without_importing_torch():
     heavy = ("torch", "sentence_transformers", "transformers")
-    code = ("import sys; from mllm_retrieval.embedding import Embedder; v = Embedder().encode_query('cat'); "
+    code = ("import sys; from mllm_retrieval.search.embedding import Embedder; "
+            "v = Embedder().encode_query('cat'); "
             f"print(v.shape, [m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "(384,) []"

@@ -11,14 +11,14 @@ from cli_helpers import mllmret
 from fakes import FakeCaptioner, FakeOcr
 from PIL import Image, ImageDraw, ImageFont
 
-from mllm_retrieval import ocr
-from mllm_retrieval.jsonl import export_jsonl, import_jsonl
-from mllm_retrieval.ocr import ocr_tokens, split_run_together
-from mllm_retrieval.ocr_pipeline import ocr_paths
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.store import Store
+from mllm_retrieval.capture import ocr
+from mllm_retrieval.capture.ocr import ocr_tokens, split_run_together
+from mllm_retrieval.capture.ocr_pipeline import ocr_paths
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
+from mllm_retrieval.library.jsonl import export_jsonl, import_jsonl
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search.searcher import Searcher
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 CJK_FONT = Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc")
@@ -170,7 +170,7 @@ def test_rapidocr_reads_english_run_together_and_chinese_text_end_to_end(tmp_pat
 
 
 def test_image_detail_lists_read_lines_with_boxes_for_the_page(store, photos):
-    from mllm_retrieval.details import image_detail
+    from mllm_retrieval.library.details import image_detail
 
     ocr_paths(store, [photos / "red.jpg"], FakeOcr(), progress=False)
     [caption] = image_detail(store, 1)["tiles"][0]["captions"]

@@ -8,9 +8,9 @@ import pytest
 from cli_helpers import mllmret
 from web_fixtures import build_library
 
+from mllm_retrieval.capture.parsing import Parsed
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.parsing import Parsed
-from mllm_retrieval.store import Store
+from mllm_retrieval.library.store import Store
 
 ODD = [
     "UPDATE images SET width = 12.5 WHERE id = 1",
@@ -43,7 +43,7 @@ def odd_library(tmp_path):
 def test_api_answers_over_odd_stored_values(odd_library):
     from fastapi.testclient import TestClient
 
-    from mllm_retrieval.web import create_app
+    from mllm_retrieval.web.app import create_app
 
     with TestClient(create_app(odd_library, mode="keyword"), base_url="http://127.0.0.1") as c:
         ids = [r[0] for r in Store(odd_library).db.execute("SELECT id FROM images").fetchall()]

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from stub_server import DEFAULT_TEXT, FakeServer, Reply, answer, serve
 
-from mllm_retrieval.captioners.base import get_captioner
-from mllm_retrieval.captioners.openai_compat import MAX_SIDE, OpenAICaptioner
+from mllm_retrieval.capture.captioners.base import get_captioner
+from mllm_retrieval.capture.captioners.openai_compat import MAX_SIDE, OpenAICaptioner
 from mllm_retrieval.errors import BackendError
 
 PREFIX = "data:image/jpeg;base64,"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mllm_retrieval.parsing import MAX_TAG_WORDS, Parsed, parse_output
+from mllm_retrieval.capture.parsing import MAX_TAG_WORDS, Parsed, parse_output
 
 
 def test_requested_format_keeps_tag_order_and_caption():

@@ -5,8 +5,8 @@ import pytest
 from fakes import FakeCaptioner
 from PIL import Image
 
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
 
 PROMPT = load_prompt()
 

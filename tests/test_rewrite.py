@@ -14,8 +14,8 @@ from mllm_retrieval.cli import app
 from mllm_retrieval.composed.like import compose_like, resolve_reference, search_like
 from mllm_retrieval.composed.rewrite import RewriteError, Rewriter, clean_answer, parse_spec
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.store import Store
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search.searcher import Searcher
 
 runner = CliRunner()
 REF_TEXT = "dog, leash, park. A dog on a leash in a park."

@@ -2,10 +2,10 @@ import math
 
 import pytest
 
-from mllm_retrieval.parsing import parse_output
-from mllm_retrieval.search import Searcher, search
-from mllm_retrieval.text import tokenize
-from mllm_retrieval.tiling import Box
+from mllm_retrieval.capture.parsing import parse_output
+from mllm_retrieval.capture.tiling import Box
+from mllm_retrieval.search.searcher import Searcher, search
+from mllm_retrieval.search.text import tokenize
 
 FILLER = ["a red car parked on a street", "a bowl of fruit on a table", "a man riding a horse",
           "a plate with pizza", "snow covered mountains", "a boat on a lake"]

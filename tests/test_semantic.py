@@ -13,14 +13,14 @@ from test_fusion import FakeEmbedder
 from test_search import add
 from typer.testing import CliRunner
 
-from mllm_retrieval import fusion
 from mllm_retrieval.cli import app
-from mllm_retrieval.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderError
 from mllm_retrieval.evaluation.runner import EvalConfig, hybrid_matrix, run_eval
-from mllm_retrieval.index import semantic_index
-from mllm_retrieval.index.semantic_index import SemanticIndex, embedding_text
-from mllm_retrieval.search import Searcher
-from mllm_retrieval.store import Store
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.search import fusion
+from mllm_retrieval.search.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderError
+from mllm_retrieval.search.index import semantic_index
+from mllm_retrieval.search.index.semantic_index import SemanticIndex, embedding_text
+from mllm_retrieval.search.searcher import Searcher
 
 runner = CliRunner()
 
@@ -71,7 +71,7 @@ def test_packaged_model_loads_and_embeds_with_the_network_off(no_network):
 def test_mean_pool_fast_path_gives_sentence_transformers_vectors(no_network):
     from sentence_transformers import SentenceTransformer
 
-    from mllm_retrieval.embedding import MeanPoolEncoder, packaged_model_path
+    from mllm_retrieval.search.embedding import MeanPoolEncoder, packaged_model_path
 
     texts = ["a red motorcycle in a garage " * 40, "cat", "", "é 鸽子 🐦"]
     e = Embedder()
@@ -244,9 +244,9 @@ def test_keyword_search_imports_neither_torch_nor_sentence_transformers():
     code = (
         "import sys\n"
         "from mllm_retrieval.cli import app\n"
-        "from mllm_retrieval.parsing import parse_output\n"
-        "from mllm_retrieval.search import Searcher\n"
-        "from mllm_retrieval.store import Store\n"
+        "from mllm_retrieval.capture.parsing import parse_output\n"
+        "from mllm_retrieval.search.searcher import Searcher\n"
+        "from mllm_retrieval.library.store import Store\n"
         "s = Store(memory=True)\n"
         "run = s.get_or_create_run('t', 'm', {})\n"
         "[(tile, _)] = s.ensure_tiles(s.add_image('sha', '/a.jpg', 1, 1), [None], 1, 1)\n"
@@ -259,7 +259,7 @@ def test_keyword_search_imports_neither_torch_nor_sentence_transformers():
 
 
 def test_two_processes_writing_the_same_index_leave_it_consistent(tmp_path):
-    from mllm_retrieval.index.semantic_index import image_texts
+    from mllm_retrieval.search.index.semantic_index import image_texts
 
     fake = FakeEmbedder()
     with Store(tmp_path / "lib.db") as store:

@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import mllmret
 from PIL import Image
 
-from mllm_retrieval.sidecars import sidecar_path
+from mllm_retrieval.metadata.sidecars import sidecar_path
 
 
 def need_exiftool() -> str:
@@ -166,13 +166,13 @@ def test_a_folder_we_cannot_write_in_is_skipped(library, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("mllm_retrieval.sidecars.os.replace", refuse)
+    monkeypatch.setattr("mllm_retrieval.metadata.sidecars.os.replace", refuse)
     r = mllmret("tags", "write", "--db", db)
     assert f"cannot write in {folder} (Permission denied)" in r.stderr and "2 skipped" in r.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["dog.jpg", "sky.png"]  # temp files cleaned up
 
 
 def merge_ours(tags: list[str]) -> bytes:
-    from mllm_retrieval.xmp import merge
+    from mllm_retrieval.metadata.xmp import merge
 
     return merge(None, tags)[0]

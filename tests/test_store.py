@@ -2,11 +2,11 @@ import sqlite3
 
 import pytest
 
+from mllm_retrieval.capture.parsing import Parsed
+from mllm_retrieval.capture.tiling import Box
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.migrations import migrations
-from mllm_retrieval.parsing import Parsed
-from mllm_retrieval.store import Store
-from mllm_retrieval.tiling import Box
+from mllm_retrieval.library.migrations import migrations
+from mllm_retrieval.library.store import Store
 
 
 def test_schema_after_migrations(store):

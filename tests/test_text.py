@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mllm_retrieval.query import parse_query
-from mllm_retrieval.text import singular, tokenize
+from mllm_retrieval.search.query import parse_query
+from mllm_retrieval.search.text import singular, tokenize
 
 
 @pytest.mark.parametrize("plural,single", [
@@ -66,7 +66,7 @@ def test_kana_voicing_marks_and_halfwidth_forms_are_kept_apart_from_accents():
 
 
 def test_a_chinese_word_inside_a_longer_run_is_found_by_search():
-    from mllm_retrieval.index.base import get_engine
+    from mllm_retrieval.search.index.base import get_engine
 
     engine = get_engine("sparse")
     engine.add([tokenize("欢迎光临北京大学图书馆"), tokenize("上海火车站"), tokenize("a red bus")])

@@ -7,10 +7,10 @@ import threading
 import pytest
 from PIL import Image
 
-from mllm_retrieval import thumbnails
+from mllm_retrieval.capture.images import image_size, open_image
 from mllm_retrieval.errors import ImageError
-from mllm_retrieval.images import image_size, open_image
-from mllm_retrieval.thumbnails import DecodeBudget, decoded_bytes, thumbnail
+from mllm_retrieval.library import thumbnails
+from mllm_retrieval.library.thumbnails import DecodeBudget, decoded_bytes, thumbnail
 
 SHA = "ab" * 32
 

@@ -1,7 +1,7 @@
 import pytest
 
+from mllm_retrieval.capture.tiling import Box, grid_boxes, parse_grid
 from mllm_retrieval.errors import GridError
-from mllm_retrieval.tiling import Box, grid_boxes, parse_grid
 
 
 def test_default_grid_is_full_image_plus_four_quadrants():

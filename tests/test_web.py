@@ -21,12 +21,12 @@ from web_fixtures import IMG_TAG, SCRIPT_TAG, build_library  # noqa: E402
 from mllm_retrieval import config  # noqa: E402
 from mllm_retrieval.cli import app as cli  # noqa: E402
 from mllm_retrieval.errors import MllmretError  # noqa: E402
-from mllm_retrieval.fusion import MODES  # noqa: E402
-from mllm_retrieval.jsonl import import_jsonl  # noqa: E402
-from mllm_retrieval.search import DEFAULT_MODE  # noqa: E402
-from mllm_retrieval.store import Store  # noqa: E402
-from mllm_retrieval.text import tokenize  # noqa: E402
-from mllm_retrieval.web import create_app  # noqa: E402
+from mllm_retrieval.library.jsonl import import_jsonl  # noqa: E402
+from mllm_retrieval.library.store import Store  # noqa: E402
+from mllm_retrieval.search.fusion import MODES  # noqa: E402
+from mllm_retrieval.search.searcher import DEFAULT_MODE  # noqa: E402
+from mllm_retrieval.search.text import tokenize  # noqa: E402
+from mllm_retrieval.web.app import create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

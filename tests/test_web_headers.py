@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from web_fixtures import build_library
 
-from mllm_retrieval.store import Store
-from mllm_retrieval.web import create_app
+from mllm_retrieval.library.store import Store
+from mllm_retrieval.web.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mllm_retrieval.xmp import XmpError, keywords, merge, normalise, parse
+from mllm_retrieval.metadata.xmp import XmpError, keywords, merge, normalise, parse
 
 # As exiftool 12.57 writes a sidecar (`exiftool -o x.xmp -XMP-dc:Subject=... ...`), verbatim.
 EXIFTOOL_SIDECAR = """<?xpacket begin='\ufeff' id='W5M0MpCehiHzreSzNTczkc9d'?>
@@ -59,13 +59,13 @@ DARKTABLE_SIDECAR = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def items(data: bytes, prefix: str, name: str) -> list[str]:
-    from mllm_retrieval.xmp import _items
+    from mllm_retrieval.metadata.xmp import _items
 
     return _items(parse(data), prefix, name)
 
 
 def description(data: bytes) -> str | None:
-    from mllm_retrieval.xmp import _x_default
+    from mllm_retrieval.metadata.xmp import _x_default
 
     found = _x_default(parse(data))
     return found[2].text if found else None

@@ -8,10 +8,10 @@ from pathlib import Path
 from fakes import FakeCaptioner
 from PIL import Image
 
-from mllm_retrieval.jsonl import import_jsonl
-from mllm_retrieval.pipeline import caption_paths
-from mllm_retrieval.prompts import load_prompt
-from mllm_retrieval.store import Store
+from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.prompts import load_prompt
+from mllm_retrieval.library.jsonl import import_jsonl
+from mllm_retrieval.library.store import Store
 
 SCRIPT_TAG = "<script>alert(1)</script>"
 IMG_TAG = "<img src=x onerror=alert(1)>"

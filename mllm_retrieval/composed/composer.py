@@ -278,7 +278,7 @@ class EncoderComposer:
     kind = "encoder"
 
     def __init__(self, path: str | Path, device: str | None = None) -> None:
-        from ..embedding import Embedder
+        from ..search.embedding import Embedder
 
         self.path = Path(path).expanduser().resolve()
         try:
@@ -349,7 +349,7 @@ def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | P
     from tqdm import tqdm
     from transformers import AutoModel, AutoTokenizer
 
-    from ..embedding import resolve_model
+    from ..search.embedding import resolve_model
 
     if len(triplets) < 2:
         raise ComposerError(f"need at least 2 training queries, got {len(triplets)}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..text import tokenize
+from ..search.text import tokenize
 
 REF_WEIGHT = 0.5  # weight of a kept reference word; modification words weigh 1.0
 

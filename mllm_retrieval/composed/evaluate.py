@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..fusion import RRF_K, rrf_scores
-from ..index.sparse_engine import SparseEngine
-from ..text import tokenize
+from ..search.fusion import RRF_K, rrf_scores
+from ..search.index.sparse_engine import SparseEngine
+from ..search.text import tokenize
 from .benchmarks import Benchmark, Split, load
 from .edits import REF_WEIGHT, compose
 
@@ -193,8 +193,8 @@ def run_composed(dataset: str, data_dir: Path | None = None, captions: str | Non
     `composers` are outputs of `mllmret train-composer` (a TIRG .safetensors or a fine-tuned encoder
     folder): each adds its learned rows. A TIRG head needs the evaluation's embedder to be its own."""
     from .. import __version__
-    from ..embedding import Embedder
     from ..errors import MllmretError
+    from ..search.embedding import Embedder
 
     bad = [m for m in modes if m not in MODES]
     if bad:

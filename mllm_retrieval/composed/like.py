@@ -25,16 +25,16 @@ from typing import Any
 
 import numpy as np
 
-from ..captioners.base import Captioner, backends, get_captioner
+from ..capture.captioners.base import Captioner, backends, get_captioner
+from ..capture.images import SUFFIXES, open_image, sha256_file
+from ..capture.parsing import parse_output
+from ..capture.prompts import DEFAULT_PROMPT, Prompt, load_prompt
 from ..errors import ImageError, MllmretError
-from ..images import SUFFIXES, open_image, sha256_file
-from ..index.semantic_index import embedding_text
-from ..parsing import parse_output
-from ..prompts import DEFAULT_PROMPT, Prompt, load_prompt
-from ..query import Query
-from ..search import Result, Searcher
-from ..store import Run, Store, as_tags, as_text
-from ..text import tokenize
+from ..library.store import Run, Store, as_tags, as_text
+from ..search.index.semantic_index import embedding_text
+from ..search.query import Query
+from ..search.searcher import Result, Searcher
+from ..search.text import tokenize
 from .edits import compose
 from .rewrite import RewriteError, Rewriter
 
@@ -211,7 +211,7 @@ def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Seque
 
 def _add(store: Store, path: Path, captioner: Captioner, prompt: Prompt, grid: str,
          run_ids: Sequence[int] | None) -> Reference:
-    from ..pipeline import caption_paths
+    from ..capture.pipeline import caption_paths
 
     summary = caption_paths(store, [path], captioner, prompt, grid=grid, progress=False)
     if summary.failed:

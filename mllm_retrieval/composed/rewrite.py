@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ..chat_http import post_with_retries
+from ..capture.captioners.chat_http import post_with_retries
+from ..capture.prompts import load_prompt
 from ..errors import MllmretError
-from ..prompts import load_prompt
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ runs in float32 on every device, so scores do not depend on a half-precision rou
 
 Unreadable images
 -----------------
-An image that `mllm_retrieval.images.open_image` cannot use (missing, empty, corrupt, over the pixel
+An image that `mllm_retrieval.capture.images.open_image` cannot use (missing, empty, corrupt, over the pixel
 limit) is never dropped: it keeps its position and scores ``-inf`` for every query, and a warning names
 the file and the reason. `-inf` is the "no match" score of `mllm_retrieval.evaluation.metrics`: such an
 image is ranked last, in one tie block, and still counts in the evaluation set, exactly as an image the
@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..captioners.hf import DEFAULT_MODEL as CAPTIONER_DEFAULT_MODEL
-from ..captioners.hf import _pick_device, _resolve
+from ..capture.captioners.hf import DEFAULT_MODEL as CAPTIONER_DEFAULT_MODEL
+from ..capture.captioners.hf import _pick_device, _resolve
+from ..capture.images import open_image
 from ..errors import ImageError, ModelLoadError
-from ..images import open_image
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MllmretError
-from ..expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT
-from ..fusion import RRF_K
+from ..search.expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT
+from ..search.fusion import RRF_K
 from .metrics import DEFAULT_RECALL_LEVELS
 from .runner import Condition, EvalReport
 

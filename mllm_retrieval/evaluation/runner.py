@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import fusion
 from ..errors import MllmretError
-from ..text import tokenize
+from ..search import fusion
+from ..search.text import tokenize
 from . import metrics
 from .datasets import EvalSet, class_queries, default_data_root, load_coco_style_labels, load_voc
 from .scoring import (
@@ -124,7 +124,7 @@ def evaluate_condition(evalset: EvalSet, src: SourceText, variant: Variant, expa
     label += " | +PRF (--prf)" if prf else ""
     n_docs, covered = len(docs), set(owners)
     if mode != "keyword":
-        from ..embedding import get_embedder
+        from ..search.embedding import get_embedder
 
         embedder = get_embedder(embedder)
         label += (f" | semantic [{embedder.name}]" if mode == "semantic" else
@@ -279,7 +279,7 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
     modes = check_modes(cfg.modes)
     embedder = None
     if any(m != "keyword" for m in modes):
-        from ..embedding import Embedder
+        from ..search.embedding import Embedder
 
         embedder = Embedder(cfg.embedder, device=cfg.device)
     conditions = []
@@ -355,7 +355,7 @@ def _clip_model(cfg: EvalConfig) -> str:
 
 def _db(cfg: EvalConfig, evalset: EvalSet) -> list[SourceText]:
     from ..config import db_path
-    from ..store import Store
+    from ..library.store import Store
 
     path = cfg.db or db_path()
     if not Path(path).is_file():

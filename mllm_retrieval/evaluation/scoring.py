@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import fusion
-from ..expansion import PRF_DOCS, expanded_query, prf_terms
-from ..index.semantic_index import embedding_text
-from ..index.sparse_engine import SparseEngine
-from ..text import tokenize
+from ..search import fusion
+from ..search.expansion import PRF_DOCS, expanded_query, prf_terms
+from ..search.index.semantic_index import embedding_text
+from ..search.index.sparse_engine import SparseEngine
+from ..search.text import tokenize
 from .sources import SourceText
 
 VIEWS = {"all": "full + tiles", "full": "full image only"}

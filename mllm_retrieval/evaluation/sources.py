@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
+from ..capture.parsing import parse_output
 from ..errors import MllmretError
-from ..parsing import parse_output
 from .datasets import EvalSet
 
 HUMAN_LABEL = "human captions (upper bound)"
@@ -90,9 +90,9 @@ def human_source(evalset: EvalSet) -> SourceText:
 # JSONL
 def read_jsonl(path: Path) -> tuple[list[JsonlRecord], list[str]]:
     """Records of an import-format JSONL file, and one reason per line that could not be used."""
-    from ..jsonl import _box  # the importer's own field checks and tile/box rules
-    from ..records import to_record
-    from ..store import tile_key
+    from ..library.jsonl import _box  # the importer's own field checks and tile/box rules
+    from ..library.records import to_record
+    from ..library.store import tile_key
 
     records, skipped = [], []
     try:
@@ -232,7 +232,7 @@ class _Owners:
 def _db_owners(store, evalset: EvalSet) -> _Owners:
     """Stored image id -> evaluation image id: by external_id, else by file name of a stored path."""
     match = _Matcher(evalset)
-    from ..store import SEARCHABLE  # images that left search (deleted, replaced) are not candidates
+    from ..library.store import SEARCHABLE  # images that left search (deleted, replaced) are not candidates
 
     sql = f"SELECT id, external_id, path FROM images WHERE status IN {SEARCHABLE!r}"
     rows = store.db.execute(sql).fetchall()

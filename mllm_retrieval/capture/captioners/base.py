@@ -1,0 +1,66 @@
+"""The captioner interface and the backend registry (`--backend` values are registry keys)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from PIL import Image
+
+from ...errors import UnknownBackend
+
+
+class Captioner(Protocol):
+    """Describes images: one answer per image, in order."""
+
+    backend: str
+    model_id: str
+
+    def params(self) -> dict[str, Any]:
+        """Settings that change the output; with model and prompt they identify a run."""
+        ...
+
+    def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
+        """The model's raw answer for each image."""
+        ...
+
+
+# Optional: a captioner may define check() -> None, called before any work to fail fast.
+
+
+Factory = Callable[..., Captioner]
+_REGISTRY: dict[str, str | Factory] = {
+    "transformers": "mllm_retrieval.capture.captioners.hf:TransformersCaptioner",
+    "openai": "mllm_retrieval.capture.captioners.openai_compat:OpenAICaptioner",
+}
+
+
+def register(name: str, factory: str | Factory) -> None:
+    """Register a backend: a factory, or "module:attr" imported on first use."""
+    _REGISTRY[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Remove a backend (tests use this to clean up fakes)."""
+    _REGISTRY.pop(name, None)
+
+
+def backends() -> list[str]:
+    """Names of registered backends."""
+    return sorted(_REGISTRY)
+
+
+def get_captioner(backend: str, **options: Any) -> Captioner:
+    """Build the captioner registered under `backend`; heavy imports happen here, not earlier."""
+    try:
+        factory = _REGISTRY[backend]
+    except KeyError:
+        raise UnknownBackend(
+            f"unknown backend {backend!r}: use one of {', '.join(backends())}, "
+            "or `mllmret import` for captions made elsewhere"
+        ) from None
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    return factory(**options)

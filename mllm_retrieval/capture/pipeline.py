@@ -1,0 +1,248 @@
+"""Images -> tiles -> captioner -> store, resumable: each batch commits on its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from ..defaults import CAPTION_BATCH
+from ..errors import ImageError
+from ..library.store import Store
+from .captioners.base import Captioner
+from .images import Skipped, image_size, open_image, sha256_file, walk
+from .parsing import parse_output
+from .prompts import Prompt
+from .tiling import Box, crop, grid_boxes
+
+log = logging.getLogger(__name__)
+
+MIN_TILE = 16
+SCAN_CHUNK = 200
+PREFETCH = 2  # images decoded ahead of the model
+
+
+@dataclass
+class Summary:
+    """What a caption run did."""
+
+    run_id: int
+    files: int = 0
+    images: int = 0
+    captioned_images: int = 0
+    captioned_tiles: int = 0
+    already_done: int = 0
+    duplicates: int = 0
+    removed: int = 0
+    failed: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """Captioned images per second of wall time."""
+        return self.captioned_images / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class _Job:
+    image_id: int
+    path: str
+    width: int
+    height: int
+
+
+def caption_paths(
+    store: Store,
+    paths: Iterable[str | os.PathLike],
+    captioner: Captioner,
+    prompt: Prompt,
+    grid: str = "2x2",
+    overlap: float = 0.0,
+    batch_size: int = CAPTION_BATCH,
+    force: bool = False,
+    progress: bool = True,
+    max_pixels: int | None = None,
+) -> Summary:
+    """Caption every image and tile under `paths` that this run has not captioned yet."""
+    start = time.perf_counter()
+    grid_boxes(64, 64, grid, overlap)  # validate before any work
+    check = getattr(captioner, "check", None)
+    if check is not None:
+        check()
+    paths = list(paths)
+    run = store.get_or_create_run(
+        captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text
+    )
+    summary = Summary(run_id=run.id)
+    jobs = scan(store, paths, summary, force, progress, max_pixels)
+    pending = plan(store, run.id, jobs, grid, overlap, force, summary)
+    _caption(store, run.id, pending, captioner, prompt, batch_size, force, progress, summary,
+             max_pixels)
+    store.finish_run(run.id)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def scan(store: Store, paths: list, summary: Summary, force: bool, progress: bool,
+          max_pixels: int | None) -> list[_Job]:
+    """Hash new or changed files, register images; unchanged files are not re-read."""
+    skipped: list[Skipped] = []
+    files = list(walk(paths, skipped))
+    summary.failed.extend(skipped)
+    summary.files = len(files)
+    seen_images: dict[int, _Job] = {}
+    seen_paths: set[str] = set()
+    bar = tqdm(total=len(files), desc="scanning", unit="file", disable=not progress, leave=False)
+    for i in range(0, len(files), SCAN_CHUNK):
+        with store.atomic():
+            for path in files[i : i + SCAN_CHUNK]:
+                job = _scan_one(store, path, summary, force, max_pixels)
+                seen_paths.add(str(path))
+                bar.update(1)
+                if job is None:
+                    continue
+                if job.image_id in seen_images:
+                    summary.duplicates += 1
+                    continue
+                seen_images[job.image_id] = job
+    bar.close()
+    with store.atomic():
+        for root in paths:
+            if Path(root).is_dir():
+                summary.removed += store.forget_missing(str(Path(root).absolute()), seen_paths)
+    summary.images = len(seen_images)
+    return list(seen_images.values())
+
+
+def _scan_one(store: Store, path: Path, summary: Summary, force: bool,
+              max_pixels: int | None) -> _Job | None:
+    key = str(path)
+    try:
+        st = path.stat()
+    except OSError as e:
+        summary.failed.append(Skipped(key, f"unreadable ({e.strerror})"))
+        return None
+    row = store.file_row(key)
+    if (row and row["status"] == "ok" and row["bytes"] == st.st_size
+            and row["mtime"] == st.st_mtime and not force):
+        image = store.image_row(row["image_id"])
+        return _Job(image["id"], key, image["width"], image["height"])
+    try:
+        sha = sha256_file(path)
+        known = store.db.execute(
+            "SELECT id, width, height FROM images WHERE sha256 = ? AND status != 'external'", [sha]
+        ).fetchone()
+        if known and known[1]:
+            width, height = known[1], known[2]
+        else:
+            width, height = image_size(path, max_pixels)
+    except ImageError as e:
+        summary.failed.append(Skipped(key, str(e)))
+        store.record_file(key, None, st.st_size, st.st_mtime, error=str(e))
+        return None
+    image_id = store.add_image(sha, key, width, height, st.st_size)
+    store.record_file(key, image_id, st.st_size, st.st_mtime)
+    return _Job(image_id, key, width, height)
+
+
+def tile_boxes(width: int, height: int, grid: str, overlap: float) -> list[Box | None]:
+    """The full image and the grid's tiles that are large enough to caption."""
+    return [
+        b for i, b in enumerate(grid_boxes(width, height, grid, overlap))
+        if i == 0 or min(b.x1 - b.x0, b.y1 - b.y0) >= MIN_TILE
+    ]
+
+
+def plan(store: Store, run_id: int, jobs: list[_Job], grid: str, overlap: float, force: bool,
+          summary: Summary) -> list[tuple[_Job, list[tuple[int, Box]]]]:
+    """For each image, the tiles this run still has to caption."""
+    pending = []
+    with store.atomic():
+        for job in jobs:
+            boxes = tile_boxes(job.width, job.height, grid, overlap)
+            tiles = store.ensure_tiles(job.image_id, boxes, job.width, job.height)
+            done = set() if force else store.captioned_tiles(run_id, [t for t, _ in tiles])
+            todo = [(t, b) for t, b in tiles if t not in done]
+            if todo:
+                pending.append((job, todo))
+            else:
+                summary.already_done += 1
+    return pending
+
+
+def _caption(store: Store, run_id: int, pending: list, captioner: Captioner, prompt: Prompt,
+             batch_size: int, force: bool, progress: bool, summary: Summary,
+             max_pixels: int | None) -> None:
+    """Run the model over pending tiles in batches; each batch is one transaction."""
+    bar = tqdm(total=len(pending), desc="captioning", unit="img", disable=not progress)
+    remaining: dict[int, int] = {}
+    batch: list[tuple[int, int, Image.Image]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        answers = captioner.describe([im for _, _, im in batch], prompt.text)
+        per_item = (time.perf_counter() - t0) / len(batch)
+        with store.atomic():
+            store.add_captions(
+                run_id,
+                [(tid, raw, parse_output(raw), per_item)
+                 for (_, tid, _), raw in zip(batch, answers, strict=True)],
+                replace=force,
+            )
+        summary.captioned_tiles += len(batch)
+        for image_id, _, _ in batch:
+            remaining[image_id] -= 1
+            if remaining[image_id] == 0:
+                summary.captioned_images += 1
+                bar.update(1)
+        batch.clear()
+
+    try:
+        for job, todo, crops in _prefetched(pending, max_pixels):
+            if isinstance(crops, ImageError):
+                summary.failed.append(Skipped(job.path, str(crops)))
+                bar.update(1)
+                continue
+            remaining[job.image_id] = len(todo)
+            for (tile_id, _), crop in zip(todo, crops, strict=True):
+                batch.append((job.image_id, tile_id, crop))
+                if len(batch) >= batch_size:
+                    flush()
+        flush()
+    finally:
+        bar.close()
+
+
+def _crops(job: _Job, todo: list[tuple[int, Box]], max_pixels: int | None) -> list[Image.Image] | ImageError:
+    """Decode one image and cut its pending tiles (the full image for a tile without a box)."""
+    try:
+        image = open_image(job.path, max_pixels)
+    except ImageError as e:
+        return e
+    return [crop(image, b) for _, b in todo]
+
+
+def _prefetched(pending: list, max_pixels: int | None, ahead: int = PREFETCH):
+    """Yield (job, todo, crops) in order while a thread decodes and crops the next images, so the
+    model does not wait for JPEG decoding, EXIF rotation and cropping."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mllmret-decode") as pool:
+        queue: deque = deque()
+        items = iter(pending)
+        for job, todo in items:
+            queue.append((job, todo, pool.submit(_crops, job, todo, max_pixels)))
+            if len(queue) > ahead:
+                head = queue.popleft()
+                yield head[0], head[1], head[2].result()
+        while queue:
+            job, todo, future = queue.popleft()
+            yield job, todo, future.result()

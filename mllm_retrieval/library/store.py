@@ -1,0 +1,481 @@
+"""The SQLite store (sqlite-utils): images, files, tiles, runs, captions; WAL, one commit per batch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..capture.parsing import Parsed
+from ..capture.tiling import Box
+from ..config import db_path
+from ..errors import MllmretError
+from .migrations import migrations
+
+SEARCHABLE = ("ok", "external")
+SQLITE_HEADER = b"SQLite format 3\x00"
+MAX_DIMENSION = 1_000_000  # pixels: the widest image (or box) the store accepts
+RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished", "kind")
+
+
+def now() -> str:
+    """UTC timestamp in ISO format."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# Reading tolerates whatever a database holds (another tool, an older version, a hand edit): these turn
+# a stored value into the type the code expects, or None/empty, and never raise.
+def as_int(v: Any, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
+    """A stored integer within [lo, hi], else None (text, reals, blobs and out-of-range values)."""
+    return v if type(v) is int and lo <= v <= hi else None
+
+
+def as_side(v: Any) -> int | None:
+    """A stored width or height: whole pixels from 1 to MAX_DIMENSION, else None."""
+    return as_int(v, 1, MAX_DIMENSION)
+
+
+def as_text(v: Any) -> str | None:
+    """A stored text as str (a blob decoded, invalid bytes replaced; a number as written), or None."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return str(v)
+
+
+def _no_constant(s: str) -> Any:
+    raise ValueError(s)
+
+
+def as_json(v: Any, default: Any) -> Any:
+    """A stored JSON text parsed (finite numbers only), or `default` when it is not JSON of the same type."""
+    try:
+        value = json.loads(as_text(v) or "", parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return default
+    return value if isinstance(value, type(default)) else default
+
+
+def as_tags(v: Any) -> tuple[str, ...]:
+    """A stored tags column (a JSON list of strings) as a tuple; anything else is read as no tags."""
+    return tuple(t for t in as_json(v, []) if isinstance(t, str))
+
+
+def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
+    """"full" for the whole image, else "x0,y0,x1,y1"."""
+    if box is None or (box.x0 == box.y0 == 0 and (box.x1, box.y1) == (width, height)):
+        return "full"
+    return ",".join(str(v) for v in box.as_list())
+
+
+def _run_key(
+    backend: str, model: str, params: dict[str, Any], prompt_text: str | None, kind: str = "caption"
+) -> tuple[str, str | None]:
+    """(run key, prompt sha256): what identifies a run."""
+    prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest() if prompt_text else None
+    ident = {"backend": backend, "model": model, "prompt_sha256": prompt_sha, "params": params}
+    if kind != "caption":  # caption runs keep the keys they always had
+        ident["kind"] = kind
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16], prompt_sha
+
+
+@dataclass(frozen=True)
+class Run:
+    """One captioning configuration: backend, model, prompt and output-changing params."""
+
+    id: int
+    backend: str
+    model: str
+    prompt_name: str | None
+    prompt_sha256: str | None
+    params: dict[str, Any]
+    kind: str = "caption"
+
+
+@dataclass(frozen=True)
+class TileText:
+    """One caption of one tile, as search and export read it."""
+
+    image_id: int
+    tile_id: int
+    tile_key: str
+    box: Box | None
+    run_id: int
+    tags: tuple[str, ...]
+    caption: str
+    kind: str = "caption"  # or "ocr": the caption is text read in the photo (see ocr.py)
+
+
+def check_library(path: Path) -> None:
+    """Refuse, before anything is written (a pragma included), a file that is not an mllmret library.
+
+    A missing or empty file, or an SQLite database without tables, becomes a new library; a database
+    whose migrations are mllmret's is one; anything else (another application's SQLite file, one with
+    an `images` table of its own, a file that is not SQLite) is left exactly as it is. The check reads
+    through a read-only connection; a WAL database with no -wal file is read as immutable, so that
+    not even -wal/-shm files appear beside it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise MllmretError(f"cannot open database {str(path)!r}: {e.strerror or e}") from e
+    if not head:
+        return
+    refuse = f"{str(path)!r} is not an mllmret database"
+    if not head.startswith(SQLITE_HEADER):
+        raise MllmretError(f"{refuse} (file is not a database): pass another --db; nothing was changed")
+    wal = len(head) > 18 and head[18] == 2
+    mode = "ro" if not wal or path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True)
+    except sqlite3.Error as e:
+        raise MllmretError(f"cannot open database {str(path)!r}: {e}") from e
+    try:
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        ours = "_sqlite_migrations" in tables and conn.execute(
+            "SELECT count(*) FROM _sqlite_migrations WHERE migration_set = ?", [migrations.name]
+        ).fetchone()[0]
+    except sqlite3.Error as e:
+        raise MllmretError(f"{refuse} ({e}): pass another --db; nothing was changed") from e
+    finally:
+        conn.close()
+    if tables and not ours:
+        shown = ", ".join(tables[:5]) + (", …" if len(tables) > 5 else "")
+        raise MllmretError(f"{refuse} (an SQLite database of another application, with tables {shown}): "
+                           "pass another --db; nothing was changed")
+
+
+class Store:
+    """All reads and writes of the database go through here."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *, memory: bool = False) -> None:
+        if memory:
+            self.db = Database(memory=True)
+            self.path = None
+        else:
+            self.path = Path(path) if path else db_path()
+            check_library(self.path)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = Database(self.path)
+                self.db.execute("PRAGMA busy_timeout = 10000")
+                self.db.enable_wal()
+            except (OSError, sqlite3.DatabaseError) as e:
+                raise MllmretError(f"cannot open database {str(self.path)!r}: {e}") from e
+        self.db.execute("PRAGMA foreign_keys = ON")
+        try:
+            migrations.apply(self.db)
+        except sqlite3.DatabaseError as e:
+            raise MllmretError(f"{str(self.path)!r} is not an mllmret database: {e}") from e
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def atomic(self):
+        """A transaction: everything inside commits together or not at all."""
+        return self.db.atomic()
+
+    # runs
+    def get_or_create_run(
+        self, backend: str, model: str, params: dict[str, Any],
+        prompt_name: str | None = None, prompt_text: str | None = None, kind: str = "caption",
+    ) -> Run:
+        """The run for this configuration; the same configuration resumes the same run."""
+        key, prompt_sha = _run_key(backend, model, params, prompt_text, kind)
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR IGNORE INTO runs (key, backend, model, prompt_name, prompt_sha256, "
+                "prompt, params, started_at, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, backend, model, prompt_name, prompt_sha, prompt_text,
+                 json.dumps(params, sort_keys=True), now(), kind],
+            )
+        row = self.db.execute("SELECT id FROM runs WHERE key = ?", [key]).fetchone()
+        return self.run(row[0])
+
+    def find_run(
+        self, backend: str, model: str, params: dict[str, Any], prompt_text: str | None = None
+    ) -> Run | None:
+        """The run for this configuration if it exists (nothing is written)."""
+        row = self.db.execute(
+            "SELECT id FROM runs WHERE key = ?", [_run_key(backend, model, params, prompt_text)[0]]
+        ).fetchone()
+        return self.run(row[0]) if row else None
+
+    def run(self, run_id: int) -> Run:
+        """A run by id."""
+        r = self.db.execute(
+            "SELECT id, backend, model, prompt_name, prompt_sha256, params, kind FROM runs WHERE id = ?",
+            [run_id],
+        ).fetchone()
+        if r is None:
+            raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
+        return Run(r[0], as_text(r[1]) or "", as_text(r[2]) or "", as_text(r[3]), as_text(r[4]),
+                   as_json(r[5], {}), as_text(r[6]) or "caption")
+
+    def finish_run(self, run_id: int) -> None:
+        """Stamp the run's finish time."""
+        with self.atomic():
+            self.db.execute("UPDATE runs SET finished_at = ? WHERE id = ?", [now(), run_id])
+
+    def select_runs(self, run: int | None = None, model: str | None = None) -> list[int] | None:
+        """Run ids matching --run/--model (None means all runs)."""
+        if run is None and model is None:
+            return None
+        if run is not None and as_int(run) is None:
+            raise MllmretError(f"no captions for run {run}: see `mllmret stats` for what is stored")
+        sql, args = "SELECT id FROM runs WHERE 1", []
+        if run is not None:
+            sql, args = sql + " AND id = ?", [*args, run]
+        if model is not None:
+            sql, args = sql + " AND model = ?", [*args, model]
+        ids = [r[0] for r in self.db.execute(sql, args).fetchall()]
+        if not ids:
+            what = f"run {run}" if run is not None else f"model {model!r}"
+            raise MllmretError(f"no captions for {what}: see `mllmret stats` for what is stored")
+        return ids
+
+    # files and images
+    def file_row(self, path: str) -> dict[str, Any] | None:
+        """The stored record of a file path, if any."""
+        rows = list(self.db.query("SELECT * FROM files WHERE path = ?", [path]))
+        return rows[0] if rows else None
+
+    def image_row(self, image_id: int) -> dict[str, Any]:
+        """One image's record, each value of its column's type (an odd stored value reads as None)."""
+        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        texts = {k: as_text(row[k]) for k in ("sha256", "external_id", "path", "status", "added_at")}
+        return {**row, **texts, "width": as_side(row["width"]), "height": as_side(row["height"]),
+                "bytes": as_int(row["bytes"])}
+
+    def add_image(
+        self, sha256: str | None, path: str | None, width: int | None, height: int | None,
+        nbytes: int | None = None, external_id: str | None = None, status: str | None = None,
+    ) -> int:
+        """Insert an image by content (or external id), or update where it was last seen.
+
+        status "external" is an image known only from what an import line says (its sha256 claimed,
+        not computed): such a claim finds an image already stored but never changes one that was
+        indexed from a file (path, size, id); it only fills in other external images."""
+        status = status or ("ok" if sha256 else "external")
+        if sha256 is None and external_id is None:
+            raise MllmretError("an image needs a sha256 or an external id")
+        for name, value, lo, hi in (("width", width, 1, MAX_DIMENSION), ("height", height, 1, MAX_DIMENSION),
+                                    ("bytes", nbytes, 0, (1 << 63) - 1)):
+            if value is not None and as_int(value, lo, hi) is None:
+                raise MllmretError(f"image {name} must be a whole number from {lo} to {hi:,}, not {value!r}")
+        row = None
+        if sha256:
+            row = self.db.execute("SELECT id, status FROM images WHERE sha256 = ?", [sha256]).fetchone()
+        if row is None and external_id is not None:
+            row = self.db.execute(
+                "SELECT id, status FROM images WHERE external_id = ?", [external_id]
+            ).fetchone()
+        if row and status == "external" and row[1] != "external":
+            return row[0]  # a claim never rewrites an image indexed from a file
+        if row:
+            self.db.execute(
+                "UPDATE images SET path = coalesce(?, path), width = coalesce(?, width), "
+                "height = coalesce(?, height), sha256 = coalesce(sha256, ?), "
+                "status = CASE WHEN ? = 'ok' OR status = 'ok' THEN 'ok' ELSE ? END WHERE id = ?",
+                [path, width, height, sha256, status, status, row[0]],
+            )
+            if external_id is not None:
+                self.db.execute(
+                    "UPDATE images SET external_id = ? WHERE id = ? AND external_id IS NULL "
+                    "AND NOT EXISTS (SELECT 1 FROM images WHERE external_id = ?)",
+                    [external_id, row[0], external_id],
+                )
+            return row[0]
+        cur = self.db.execute(
+            "INSERT INTO images (sha256, external_id, path, width, height, bytes, status, added_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [sha256, external_id, path, width, height, nbytes, status, now()],
+        )
+        return cur.lastrowid
+
+    def record_file(
+        self, path: str, image_id: int | None, nbytes: int | None, mtime: float | None,
+        error: str | None = None,
+    ) -> None:
+        """Remember a file path: which image it holds, or why it failed."""
+        old = self.file_row(path)
+        self.db.execute(
+            "INSERT OR REPLACE INTO files (path, image_id, bytes, mtime, status, error, seen_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [path, image_id, nbytes, mtime, "failed" if error else "ok", error, now()],
+        )
+        if old and old["image_id"] and old["image_id"] != image_id:
+            self._retire_if_orphan(old["image_id"], "replaced")
+
+    def forget_missing(self, root: str, seen: set[str]) -> int:
+        """Drop file records under `root` not seen in this walk; hide images left with no file."""
+        prefix = root.rstrip(os.sep) + os.sep
+        rows = self.db.execute(
+            "SELECT path, image_id FROM files WHERE substr(path, 1, ?) = ?", [len(prefix), prefix]
+        ).fetchall()
+        gone = [(p, i) for p, i in rows if p not in seen]
+        for path, image_id in gone:
+            self.db.execute("DELETE FROM files WHERE path = ?", [path])
+            if image_id:
+                self._retire_if_orphan(image_id, "missing")
+        return len(gone)
+
+    def _retire_if_orphan(self, image_id: int, status: str) -> None:
+        left = self.db.execute(
+            "SELECT count(*) FROM files WHERE image_id = ? AND status = 'ok'", [image_id]
+        ).fetchone()[0]
+        if not left:
+            self.db.execute(
+                "UPDATE images SET status = ? WHERE id = ? AND status = 'ok'", [status, image_id]
+            )
+
+    # tiles and captions
+    def ensure_tiles(
+        self, image_id: int, boxes: Iterable[Box | None], width: int | None, height: int | None
+    ) -> list[tuple[int, Box | None]]:
+        """Tile ids for these boxes of an image, created where missing."""
+        out = []
+        for box in boxes:
+            key = tile_key(box, width, height)
+            coords = box.as_list() if box else [None] * 4
+            self.db.execute(
+                "INSERT OR IGNORE INTO tiles (image_id, key, x0, y0, x1, y1) VALUES (?,?,?,?,?,?)",
+                [image_id, key, *coords],
+            )
+            tid = self.db.execute(
+                "SELECT id FROM tiles WHERE image_id = ? AND key = ?", [image_id, key]
+            ).fetchone()[0]
+            out.append((tid, box))
+        return out
+
+    def captioned_tiles(self, run_id: int, tile_ids: Iterable[int]) -> set[int]:
+        """Which of these tiles already have a caption in this run."""
+        ids = list(tile_ids)
+        done: set[int] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            done.update(r[0] for r in self.db.execute(
+                f"SELECT tile_id FROM captions WHERE run_id = ? AND tile_id IN ({marks})",
+                [run_id, *chunk],
+            ).fetchall())
+        return done
+
+    def captions_per_image(self, run_id: int) -> dict[int, int]:
+        """How many tiles of each image this run has captioned."""
+        return dict(self.db.execute(
+            "SELECT t.image_id, COUNT(*) FROM captions c JOIN tiles t ON t.id = c.tile_id "
+            "WHERE c.run_id = ? GROUP BY t.image_id", [run_id],
+        ).fetchall())
+
+    def add_captions(
+        self, run_id: int, rows: Iterable[tuple[int, str, Parsed, float | None]],
+        replace: bool = False,
+    ) -> int:
+        """Store (tile_id, raw, parsed, seconds) rows; existing ones are kept unless replace."""
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        n = 0
+        for tile_id, raw, parsed, seconds in rows:
+            if not (isinstance(raw, str) and isinstance(parsed.caption, str)
+                    and all(isinstance(t, str) for t in parsed.tags)):
+                raise MllmretError("a caption's raw text, tags and caption must be text")
+            if seconds is not None and not (type(seconds) in (int, float) and math.isfinite(seconds)):
+                seconds = None
+            cur = self.db.execute(
+                f"{verb} INTO captions (tile_id, run_id, raw, tags, caption, seconds, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [tile_id, run_id, raw, json.dumps(list(parsed.tags)), parsed.caption, seconds,
+                 now()],
+            )
+            n += cur.rowcount
+        return n
+
+    def tile_texts(
+        self, run_ids: list[int] | None = None, image_ids: Iterable[int] | None = None
+    ) -> Iterator[TileText]:
+        """Every caption of searchable images (all, or these), ordered by image, tile, run."""
+        sql = (
+            "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption, r.kind "
+            "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
+            f"JOIN runs r ON r.id = c.run_id WHERE i.status IN {SEARCHABLE!r}"
+        )
+        args: list[Any] = []
+        if run_ids is not None:
+            sql += f" AND c.run_id IN ({','.join('?' * len(run_ids))})"
+            args = list(run_ids)
+        if image_ids is not None:
+            ids = sorted(set(image_ids))
+            sql += " AND t.image_id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(ids))
+        sql += " ORDER BY t.image_id, t.id, c.run_id"
+        for r in self.db.execute(sql, args):
+            coords = [as_int(v, 0, MAX_DIMENSION) for v in r[3:7]]
+            box = Box(*coords) if None not in coords else None
+            yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "",
+                           as_text(r[10]) or "caption")
+
+    def has_captions(self) -> bool:
+        """Whether any caption is stored (cheap: no counting)."""
+        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM captions)").fetchone()[0])
+
+    def change_head(self) -> int:
+        """The latest change-log sequence number (0 when nothing changed yet)."""
+        return self.db.execute("SELECT coalesce(max(seq), 0) FROM text_changes").fetchone()[0]
+
+    def changed_images(self, after: int, upto: int) -> set[int]:
+        """Images whose searchable text changed in (after, upto]."""
+        return {r[0] for r in self.db.execute(
+            "SELECT DISTINCT image_id FROM text_changes WHERE seq > ? AND seq <= ?", [after, upto]
+        )}
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of images, files, tiles and captions per run."""
+        q = self.db.execute
+        runs = [
+            dict(zip(RUN_FIELDS, r, strict=True))
+            for r in q(
+                "SELECT r.id, r.backend, r.model, r.prompt_name, count(DISTINCT t.image_id), "
+                "count(c.id), r.started_at, r.finished_at, r.kind FROM runs r "
+                "LEFT JOIN captions c ON c.run_id = r.id LEFT JOIN tiles t ON t.id = c.tile_id "
+                "GROUP BY r.id ORDER BY r.id"
+            ).fetchall()
+        ]
+        status = dict(q("SELECT status, count(*) FROM images GROUP BY status").fetchall())
+        failed = q("SELECT count(*) FROM files WHERE status = 'failed'").fetchone()[0]
+        return {
+            "database": str(self.path) if self.path else ":memory:",
+            "images": status,
+            "files": q("SELECT count(*) FROM files WHERE status = 'ok'").fetchone()[0],
+            "failed_files": failed,
+            "tiles": q("SELECT count(*) FROM tiles").fetchone()[0],
+            "captions": q("SELECT count(*) FROM captions").fetchone()[0],
+            "runs": runs,
+        }
+
+    def failures(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file that could not be indexed."""
+        return self.db.execute(
+            "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path"
+        ).fetchall()

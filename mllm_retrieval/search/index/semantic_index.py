@@ -1,0 +1,384 @@
+"""A semantic index over the store's text: one sentence embedding per image, kept in step with the store.
+
+It follows the same change log as the keyword index (`store_index.StoreIndex`): it remembers the last
+change-log sequence it has applied, and before each search re-embeds only the images whose text changed
+since then — and of those only the ones whose embedding text really differs, since every row carries a
+hash of the text it was embedded from. Images whose text is gone (deleted, replaced, missing) leave.
+
+Search is exact cosine: the vectors are unit length, so one matrix-vector product scores every image
+(100k images x 384 dims: a few ms, see bench/semantic_bench.py). Past about a million images, or with a
+larger model, an HNSW index pays: hnswlib (incremental `add_items`, `mark_deleted` matches the tombstones
+here, a filter callback for -word/+word) or faiss `IndexHNSWFlat` with an `IDSelector`; it would be a
+drop-in for `_top` below, fed from the same rows.
+
+On disk, next to the database: `<db>.semantic-<key>.<gen>.f32` holds the rows (raw float32, appended as
+images are embedded) and `<db>.semantic-<key>.npz` the image ids, text hashes, live flags, watermark and
+how many rows of which .f32 generation are valid; it is written atomically after the rows, so a crash
+loses at most unrecorded rows. A first build saves every CHUNK images: killed, it resumes where it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ...library.store import Store, TileText
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+TEXT_VERSION = 1  # bump when embedding_text changes: index files are keyed by it
+CHUNK = 2048  # images embedded between saves during a long sync
+COMPACT_FRACTION = 0.5  # dead rows above this share (and above COMPACT_MIN) trigger a rewrite
+COMPACT_MIN = 1024
+REBUILD_FRACTION = 0.3  # more changed images than this share: one pass over all text (rows reused by hash)
+
+
+def embedding_text(units: Iterable[tuple[Sequence[str], str]]) -> str:
+    """One image's text to embed from its (tags, caption) units: all tags (deduplicated), then captions.
+
+    Tags come first so that a long image (many tiles, runs or captions) keeps its keywords when the model
+    truncates; captions follow in unit order (the full image's first), each once."""
+    units = list(units)
+    tags = dict.fromkeys(t.strip() for ts, _ in units for t in ts if t.strip())
+    captions = dict.fromkeys(c.strip() for _, c in units if c.strip())
+    head = ", ".join(tags) + "." if tags else ""
+    return " ".join([head, *captions]).strip()
+
+
+def image_texts(texts: Iterable[TileText]) -> dict[int, str]:
+    """One embedding text per image from its tile captions (all tiles and runs, in store order)."""
+    units: dict[int, list[tuple[Sequence[str], str]]] = {}
+    for t in texts:
+        units.setdefault(t.image_id, []).append((t.tags, t.caption))
+    out = {i: embedding_text(us) for i, us in units.items()}
+    return {i: s for i, s in out.items() if s}
+
+
+def text_hash(text: str) -> int:
+    """64-bit hash of an embedding text (signed, to fit an int64 array)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+class SemanticIndex:
+    """Image-level sentence embeddings of a store's text, for all runs or a chosen set of runs."""
+
+    def __init__(self, store: Store, run_ids: Sequence[int] | None = None, embedder=None,
+                 persist: bool = True, progress: bool = False) -> None:
+        from ..embedding import get_embedder  # numpy only; the model itself loads on first encode
+
+        self.store = store
+        self.run_ids = sorted(run_ids) if run_ids is not None else None
+        self.embedder = get_embedder(embedder)
+        self.progress = progress
+        self.progress_from = CHUNK // 8  # a bar only for syncs longer than this many images
+        self.dim = 0
+        self._buf = np.zeros((0, 0), dtype=np.float32)
+        self.n = 0
+        self.image_of = np.zeros(0, dtype=np.int64)
+        self.hashes = np.zeros(0, dtype=np.int64)
+        self.alive = np.zeros(0, dtype=bool)
+        self.row_of: dict[int, int] = {}
+        self._dead: dict[int, int] = {}  # image -> its last dead row, revived if the same text comes back
+        self.watermark = 0
+        self.complete = False  # True once every image up to the watermark has its row
+        self._loaded = False
+        self._gen, self._saved_rows = 0, 0
+        self._stamp: tuple[int, int] | None = None  # the sidecar as this process last saw it
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None
+        self.path = self._path() if persist else None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(rows, dim) float32, dead rows included (see `alive`)."""
+        return self._buf[: self.n]
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    # keeping in step
+    def backlog(self) -> int:
+        """How many images may need embedding before a search by meaning (at most; 0: none), read from
+        the saved index and the change log without loading the model."""
+        head = self._open()
+        if self.complete and head == self.watermark:
+            return 0
+        changed = self.store.changed_images(self.watermark if self.complete else 0, head)
+        if not self.complete:
+            return len(changed - self.row_of.keys())
+        return len(changed)
+
+    def _open(self) -> int:
+        """The change-log head, after loading the saved index once."""
+        head = self.store.change_head()
+        if not self._loaded:
+            self._loaded = True
+            if not self._load(head):
+                self._reset()
+        elif self.path is not None and _stamp(self.path) not in (self._stamp, None):
+            self._load(head)  # another process (serve's embedding thread, `mllmret embed`) saved since
+        return head
+
+    def sync(self) -> int:
+        """Apply what changed in the store since the last sync; returns the images (re-)embedded."""
+        head = self._open()
+        if self.complete and head == self.watermark:
+            return 0
+        changed: set[int] | None = None
+        if self.complete:
+            changed = self.store.changed_images(self.watermark, head)
+            if len(changed) > REBUILD_FRACTION * max(len(self.row_of), 1000):
+                changed = None
+        texts = image_texts(self.store.tile_texts(self.run_ids, None if changed is None else sorted(changed)))
+        gone = (set(self.row_of) if changed is None else changed) - texts.keys()
+        self._kill(gone)
+        self._revive(texts)
+        todo = [(i, s, h) for i, s in texts.items()
+                for h in [text_hash(s)] if i not in self.row_of or self.hashes[self.row_of[i]] != h]
+        if todo:
+            log.info("embedding %d image texts with %s", len(todo), self.embedder.name)
+        bar = self._bar(len(todo))
+        for start in range(0, len(todo), CHUNK):
+            part = todo[start : start + CHUNK]
+            self._put([i for i, _, _ in part], self.embedder.encode([s for _, s, _ in part]),
+                      [h for _, _, h in part])
+            bar.update(len(part))
+            if start + CHUNK < len(todo):
+                self._save()  # the old watermark stays: a crash resumes from here, rows reused by hash
+        bar.close()
+        self.watermark, self.complete = head, True
+        self._save()
+        return len(todo)
+
+    def _bar(self, total: int):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="embedding image texts", unit="image", leave=False,
+                    disable=None if self.progress and total > self.progress_from else True)
+
+    def _reset(self) -> None:
+        self.n, self._buf = 0, np.zeros((0, 0), dtype=np.float32)
+        self.image_of, self.hashes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        self.alive, self.row_of, self._lookup, self._dead = np.zeros(0, dtype=bool), {}, None, {}
+        self.watermark, self.complete, self._saved_rows = 0, False, 0
+
+    def _kill(self, image_ids: Iterable[int]) -> None:
+        rows = {i: self.row_of.pop(i) for i in image_ids if i in self.row_of}
+        if rows:
+            self.alive[list(rows.values())] = False
+            self._dead.update(rows)
+            self._lookup = None
+
+    def _revive(self, texts: dict[int, str]) -> None:
+        """Images back with the text they had (a folder unmounted, then back): their old rows live again."""
+        back = {i: r for i, r in self._dead.items()
+                if i in texts and i not in self.row_of and self.hashes[r] == text_hash(texts[i])}
+        if back:
+            self.alive[list(back.values())] = True
+            self.row_of.update(back)
+            for i in back:
+                del self._dead[i]
+            self._lookup = None
+
+    def _put(self, image_ids: list[int], vecs: np.ndarray, hashes: list[int]) -> None:
+        """Append rows for these images (their old rows die)."""
+        if not image_ids:
+            return
+        if self.dim == 0:
+            self.dim = vecs.shape[1]
+        if vecs.shape[1] != self.dim:
+            raise ValueError(f"embedder gives {vecs.shape[1]} dims, the index has {self.dim}")
+        self._kill(image_ids)
+        need = self.n + len(image_ids)
+        if need > len(self._buf):
+            buf = np.zeros((max(need, 2 * len(self._buf), 256), self.dim), dtype=np.float32)
+            if self.n:
+                buf[: self.n] = self._buf[: self.n]
+            self._buf = buf
+        self._buf[self.n : need] = vecs
+        ids = np.asarray(image_ids, dtype=np.int64)
+        self.image_of = np.concatenate([self.image_of, ids])
+        self.hashes = np.concatenate([self.hashes, np.asarray(hashes, dtype=np.int64)])
+        self.alive = np.concatenate([self.alive, np.ones(len(ids), dtype=bool)])
+        self.row_of.update(zip(image_ids, range(self.n, need), strict=True))
+        self.n = need
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self.alive)
+        self._buf = np.ascontiguousarray(self.vectors[keep])
+        self.image_of, self.hashes = self.image_of[keep], self.hashes[keep]
+        self.alive = np.ones(len(keep), dtype=bool)
+        self.n = len(keep)
+        self.row_of = {int(i): r for r, i in enumerate(self.image_of.tolist())}
+        self._lookup, self._saved_rows, self._dead = None, 0, {}
+        self._gen += 1
+
+    # querying
+    def rows_of(self, image_ids: np.ndarray) -> np.ndarray:
+        """Live rows of these image ids (ids without a row are skipped)."""
+        if self._lookup is None:
+            rows = np.flatnonzero(self.alive)
+            order = np.argsort(self.image_of[rows], kind="stable")
+            self._lookup = (self.image_of[rows][order], rows[order])
+        ids_sorted, rows_sorted = self._lookup
+        ids = np.asarray(image_ids, dtype=np.int64)
+        if not len(ids_sorted) or not len(ids):
+            return np.zeros(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(ids_sorted, ids), len(ids_sorted) - 1)
+        return rows_sorted[pos[ids_sorted[pos] == ids]]
+
+    def scores(self, query: np.ndarray, include: np.ndarray | None = None, exclude: np.ndarray | None = None,
+               min_similarity: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(image ids, cosine) of each image allowed by `include`/`exclude` (image ids), after catching up."""
+        self.sync()
+        if not self.row_of:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        sims = scan(self.vectors, np.asarray(query, dtype=np.float32))
+        ok = self.alive & (sims >= min_similarity)
+        if include is not None:
+            allowed = np.zeros(self.n, dtype=bool)
+            allowed[self.rows_of(include)] = True
+            ok &= allowed
+        if exclude is not None:
+            ok[self.rows_of(exclude)] = False
+        rows = np.flatnonzero(ok)
+        return self.image_of[rows], sims[rows]
+
+    def search(self, query: np.ndarray, k: int, include: np.ndarray | None = None,
+               exclude: np.ndarray | None = None, min_similarity: float = -1.0) -> list[tuple[int, float]]:
+        """Top-k (image_id, cosine), best first, ties by image id (see `scores`)."""
+        ids, sims = self.scores(query, include, exclude, min_similarity)
+        top = _top(sims, np.ones(len(ids), dtype=bool), max(k, 0), ids)
+        return [(int(ids[t]), float(sims[t])) for t in top]
+
+    # persistence
+    def _path(self) -> Path | None:
+        if self.store.path is None:
+            return None
+        runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
+        ident = f"{FORMAT}:{TEXT_VERSION}:{runs}:{self.embedder.name}"
+        key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+        return self.store.path.with_name(f"{self.store.path.name}.semantic-{key}.npz")
+
+    def _vec_path(self, gen: int) -> Path:
+        return self.path.with_name(f"{self.path.stem}.{gen}.f32")
+
+    def _save(self) -> None:
+        if self.path is None or self.n == 0 and not self.complete:
+            return
+        dead = self.n - len(self.row_of)
+        if dead > COMPACT_MIN and dead > COMPACT_FRACTION * self.n:
+            self._compact()
+        try:
+            with _locked(self.path):
+                if _stamp(self.path) != self._stamp:  # another process wrote since: a generation of ours
+                    self._gen, self._saved_rows = max(self._gen, _disk_gen(self.path)) + 1, 0
+                vec_path = self._vec_path(self._gen)
+                if self._saved_rows == 0 or not vec_path.exists():
+                    tmp = vec_path.with_name(f"{vec_path.name}.{os.getpid()}.tmp")
+                    self.vectors.tofile(tmp)
+                    os.replace(tmp, vec_path)
+                elif self.n > self._saved_rows:
+                    with vec_path.open("r+b") as f:
+                        f.truncate(self._saved_rows * self.dim * 4)  # drop rows a crash left unrecorded
+                        f.seek(0, os.SEEK_END)
+                        f.write(self.vectors[self._saved_rows :].tobytes())
+                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")
+                meta = np.asarray([FORMAT, self.watermark, int(self.complete), self._gen, self.n, self.dim])
+                name = np.frombuffer(self.embedder.name.encode(), dtype=np.uint8)
+                np.savez(tmp, image_of=self.image_of, hashes=self.hashes, alive=self.alive, meta=meta,
+                         embedder=name)
+                os.replace(tmp, self.path)
+                self._saved_rows, self._stamp = self.n, _stamp(self.path)
+                for old in self.path.parent.glob(f"{self.path.stem}.*.f32"):
+                    if old != vec_path:
+                        old.unlink(missing_ok=True)
+        except OSError as e:  # a read-only folder only costs re-embedding next time
+            log.warning("could not save the semantic index to %s: %s", self.path, e)
+
+    def _load(self, head: int) -> bool:
+        if self.path is None or not self.path.exists():
+            return False
+        try:
+            with _locked(self.path):
+                stamp = _stamp(self.path)
+                with np.load(self.path) as data:
+                    fmt, watermark, complete, gen, n, dim = (int(v) for v in data["meta"])
+                    name = data["embedder"].tobytes().decode()
+                    image_of, hashes, alive = data["image_of"], data["hashes"], data["alive"].copy()
+                vec_path = self._vec_path(gen)
+                if fmt != FORMAT or name != self.embedder.name or len(image_of) != n or watermark > head:
+                    raise ValueError("written for another database state, format or embedder")
+                if vec_path.stat().st_size < n * dim * 4:
+                    raise ValueError(f"{vec_path.name} is shorter than recorded")
+                vectors = np.fromfile(vec_path, dtype=np.float32, count=n * dim).reshape(n, dim)
+        except Exception as e:  # a damaged or foreign file is rebuilt, never trusted
+            log.warning("re-embedding: the semantic index %s is unusable (%s)", self.path, e)
+            return False
+        self._buf, self.n, self.dim = vectors, n, dim
+        self.image_of, self.hashes, self.alive = image_of, hashes, alive
+        self.row_of = {int(i): r for r, i in enumerate(image_of.tolist()) if alive[r]}
+        self._dead = {i: r for r, i in enumerate(image_of.tolist()) if not alive[r] and i not in self.row_of}
+        self.watermark, self.complete = watermark, bool(complete)
+        self._gen, self._saved_rows, self._stamp = gen, n, stamp
+        return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock beside the index files, so two processes (search and serve) never interleave."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; the stamp check in _save still avoids most clashes
+        yield
+        return
+    with path.with_name(f"{path.name}.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """What the sidecar file looks like now (None: absent), to notice another process's writes."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _disk_gen(path: Path) -> int:
+    try:
+        with np.load(path) as data:
+            return int(data["meta"][3])
+    except Exception:
+        return 0
+
+
+def scan(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """vectors @ query on one BLAS thread. The product is memory-bound (a second thread gains ~4 ms at
+    100k x 384), and BLAS threads left spinning after it slow the next query's embedding down by far
+    more; bench/semantic_bench.py measures both."""
+    from ..blas import one_thread
+
+    with one_thread():
+        return vectors @ query
+
+
+def _top(scores: np.ndarray, ok: np.ndarray, k: int, tiebreak: np.ndarray) -> np.ndarray:
+    """Indices of the k best scores where ok, best first; ties by smaller `tiebreak`."""
+    cand = np.flatnonzero(ok)
+    if len(cand) > k:
+        s = scores[cand]
+        kth = np.partition(-s, k - 1)[k - 1]
+        cand = cand[-s <= kth]
+    order = np.lexsort((tiebreak[cand], -scores[cand]))[:k]
+    return cand[order]
