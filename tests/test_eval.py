@@ -161,7 +161,8 @@ def test_ocr_text_joins_the_caption_models_condition(tiny, tmp_path):
         [src] = db_sources(store, evalset)  # two models, yet one condition: OCR is not a caption model
         [alone] = db_sources(store, evalset, run=ocr.id)
     assert "fake-model + OCR" in src.label
-    assert ("full", (), "COW FARM") in [(u.tile, u.tags, u.caption) for u in src.units["2"]]
+    units = [(u.tile_key, u.tags, u.caption, u.kind) for u in src.units["2"]]
+    assert ("full", (), "COW FARM", "ocr") in units
     assert set(alone.units) == {"2"} and "+ OCR" not in alone.label
 
 

@@ -13,7 +13,7 @@ import pytest
 from test_search import add
 
 from mllm_retrieval.errors import MllmretError
-from mllm_retrieval.search.fusion import competition_ranks, fuse, rrf_scores
+from mllm_retrieval.search.fusion import competition_ranks, fuse, fused_scores
 from mllm_retrieval.search.query import parse_query
 from mllm_retrieval.search.searcher import Searcher
 from mllm_retrieval.search.text import tokenize
@@ -29,11 +29,22 @@ def test_competition_ranks_share_the_best_rank_of_a_tie():
 def test_rrf_hand_computed():
     keyword = np.array([2.0, INF, 1.0, INF])
     semantic = np.array([0.1, 0.9, 0.5, INF])
-    fused = rrf_scores([keyword, semantic], k=60)
+    fused = fused_scores(keyword, semantic)
     assert fused[0] == pytest.approx(1 / 61 + 1 / 63)
     assert fused[1] == pytest.approx(1 / 61)
     assert fused[2] == pytest.approx(1 / 62 + 1 / 62)
     assert fused[3] == -np.inf  # in no ranking
+
+
+def naive_rrf(rankings, k=60):
+    """RRF straight from its definition: sum of 1 / (k + rank), a tie sharing its best rank."""
+    out = np.full(len(rankings[0]), -np.inf)
+    for scores in rankings:
+        for i, s in enumerate(scores):
+            if np.isfinite(s):
+                rank = 1 + sum(1 for t in scores if np.isfinite(t) and t > s)
+                out[i] = (0.0 if out[i] == -np.inf else out[i]) + 1 / (k + rank)
+    return out
 
 
 def arrays(pairs):
@@ -54,7 +65,7 @@ def test_fuse_is_the_evaluation_ranking_with_ties_and_a_limit(seed):
     n, limit = 300, int(rng.integers(1, 40))
     keyword = np.where(rng.random(n) < 0.3, rng.integers(0, 5, n).astype(float), -np.inf)  # many ties
     semantic = np.round(rng.random(n), 2)
-    dense = rrf_scores([keyword, semantic])
+    dense = naive_rrf([keyword, semantic])
     ids = rng.permutation(n)  # image ids, unrelated to positions; they break ties
     expected = sorted(range(n), key=lambda i: (-dense[i], ids[i]))[:limit]
     kw = np.isfinite(keyword)

@@ -17,9 +17,10 @@ from mllm_retrieval.cli import app
 from mllm_retrieval.evaluation.runner import EvalConfig, hybrid_matrix, run_eval
 from mllm_retrieval.library.store import Store
 from mllm_retrieval.search import fusion
+from mllm_retrieval.search.documents import Unit, embedding_text
 from mllm_retrieval.search.embedding import DEFAULT_EMBEDDER, Embedder, EmbedderError
 from mllm_retrieval.search.index import semantic_index
-from mllm_retrieval.search.index.semantic_index import SemanticIndex, embedding_text
+from mllm_retrieval.search.index.semantic_index import SemanticIndex
 from mllm_retrieval.search.searcher import Searcher
 
 runner = CliRunner()
@@ -96,10 +97,11 @@ def test_tiny_model_folder_plumbing(tiny_st):
 
 
 def test_embedding_text_puts_tags_first_once():
-    units = [(("cat", "sofa"), "A cat sleeps."), (("sofa", "lamp"), "A lamp."), ((), "A cat sleeps.")]
+    units = [Unit("full", ("cat", "sofa"), "A cat sleeps."), Unit("0,0,5,5", ("sofa", "lamp"), "A lamp."),
+             Unit("5,0,9,5", (), "A cat sleeps.")]
     assert embedding_text(units) == "cat, sofa, lamp. A cat sleeps. A lamp."
-    assert embedding_text([((), "Only a caption.")]) == "Only a caption."
-    assert embedding_text([((), " ")]) == ""
+    assert embedding_text([Unit("full", (), "Only a caption.")]) == "Only a caption."
+    assert embedding_text([Unit("full", (), " ")]) == ""
 
 
 def test_adding_captions_updates_both_indexes_and_removing_an_image_removes_it_from_both(store, tiny_st):
@@ -259,7 +261,7 @@ def test_keyword_search_imports_neither_torch_nor_sentence_transformers():
 
 
 def test_two_processes_writing_the_same_index_leave_it_consistent(tmp_path):
-    from mllm_retrieval.search.index.semantic_index import image_texts
+    from mllm_retrieval.search.documents import embedding_texts
 
     fake = FakeEmbedder()
     with Store(tmp_path / "lib.db") as store:
@@ -273,7 +275,7 @@ def test_two_processes_writing_the_same_index_leave_it_consistent(tmp_path):
         second.sync()  # did not see the first's append: writes its own generation
         fresh = SemanticIndex(store, embedder=fake)
         fresh.sync()
-        texts = image_texts(store.tile_texts())
+        texts = embedding_texts(store.tile_texts())
         assert sorted(fresh.row_of) == sorted(texts)
         for image_id, row in fresh.row_of.items():
             assert np.allclose(fresh.vectors[row], fake.encode([texts[image_id]])[0])

@@ -5,7 +5,7 @@ the modification only; the reference image's caption only; reference caption + m
 the edit-aware composition of edits.compose (reference words minus removed ones, plus added ones); and,
 given a trained composer (composer.py), the learned composition of the reference and modification vectors.
 Modes: keyword = BM25 (SparseEngine.score_all), semantic = cosine of sentence embeddings (Embedder),
-hybrid = RRF of the two (fusion.rrf_scores). Edit-aware keyword ranks by weighted BM25 of the composed
+hybrid = RRF of the two (fusion.fused_scores). Edit-aware keyword ranks by weighted BM25 of the composed
 terms; edit-aware semantic embeds ComposedQuery.text; images holding an excluded (removed) word are
 demoted below every other matching image (not dropped). Recall counts ties fairly: with `h` allowed
 images scoring above the target and `t` tied with it (target included), Recall@K = clip((K - h) / t, 0, 1),
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..search.fusion import RRF_K, rrf_scores
+from ..search.fusion import RRF_K, fused_scores
 from ..search.index.sparse_engine import SparseEngine
 from ..search.text import tokenize
 from .benchmarks import Benchmark, Split, load
@@ -158,14 +158,14 @@ def evaluate_split(split: Split, bench: Benchmark, modes: Sequence[str], embedde
                 return cache[key]
             if cond in learned:
                 s = (learned[cond][0] @ learned[cond][1][qid] if mode == "semantic"
-                     else rrf_scores([scores("ref+mod", "keyword"), scores(cond, "semantic")]))
+                     else fused_scores(scores("ref+mod", "keyword"), scores(cond, "semantic")))
             elif mode == "keyword":
                 s = (engine.score_all(cq.terms, cq.weights) if cond == "edit"
                      else engine.score_all(tokenize(query_text[cond])))
             elif mode == "semantic":
                 s = gallery_vecs @ vectors[query_text[cond]]
             else:
-                s = rrf_scores([scores(cond, "keyword"), scores(cond, "semantic")])
+                s = fused_scores(scores(cond, "keyword"), scores(cond, "semantic"))
             if cond == "edit" and mode != "semantic":
                 s = demote(s, excluded)
             cache[key] = s

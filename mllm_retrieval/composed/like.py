@@ -30,8 +30,8 @@ from ..capture.images import SUFFIXES, open_image, sha256_file
 from ..capture.parsing import parse_output
 from ..capture.prompts import DEFAULT_PROMPT, Prompt, load_prompt
 from ..errors import ImageError, MllmretError
-from ..library.store import Run, Store, as_tags, as_text
-from ..search.index.semantic_index import embedding_text
+from ..library.store import Run, Store
+from ..search.documents import FULL, Unit, embedding_text, reference_text
 from ..search.query import Query
 from ..search.searcher import Result, Searcher
 from ..search.text import tokenize
@@ -146,16 +146,7 @@ def _run_prompt(store: Store, run_id: int) -> str | None:
 
 def image_text(store: Store, image_id: int, run_ids: Sequence[int] | None = None) -> str:
     """An image's stored tags and captions, of the full image (all its tiles when that has none)."""
-    sql = ("SELECT t.key, c.tags, c.caption FROM captions c JOIN tiles t ON t.id = c.tile_id "
-           "WHERE t.image_id = ?")
-    args: list[Any] = [image_id]
-    if run_ids is not None:
-        sql += " AND c.run_id IN (SELECT value FROM json_each(?))"
-        args.append(json.dumps(list(run_ids)))
-    rows = store.db.execute(sql + " ORDER BY t.key != 'full', t.id, c.run_id", args).fetchall()
-    units = [(key, as_tags(tags), as_text(caption) or "") for key, tags, caption in rows]
-    full = embedding_text((tags, caption) for key, tags, caption in units if key == "full")
-    return full or embedding_text((tags, caption) for _, tags, caption in units)
+    return reference_text(list(store.tile_texts(run_ids, [image_id], searchable=False)))
 
 
 def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Sequence[int] | None = None,
@@ -202,7 +193,7 @@ def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Seque
         check()
     [raw] = captioner.describe([image], prompt.text)
     parsed = parse_output(raw)
-    described = embedding_text([(parsed.tags, parsed.caption)])
+    described = embedding_text([Unit(FULL, parsed.tags, parsed.caption)])
     if not described:
         raise MllmretError(f"--like {text}: the captioner ({captioner.backend} {captioner.model_id}) said "
                            "nothing about it")

@@ -6,7 +6,8 @@ relevance feedback with `prf`). Every image of the evaluation set gets a score f
 BM25 over the condition's documents (the corpus is the documents that exist), -inf for an image with no
 matching word or no text at all, so those images form one tie block ranked last. semantic: the cosine
 between the query's and the document's sentence embeddings (-inf only without text). hybrid: RRF of the
-two rankings (`fusion.rrf_scores`), exactly as `mllmret search --mode hybrid` fuses them.
+two rankings (`fusion.fused_scores`, over `fusion.fuse`), exactly as `mllmret search --mode hybrid`
+fuses them.
 """
 
 from __future__ import annotations

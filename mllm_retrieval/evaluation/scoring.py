@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..search import fusion
+from ..search.documents import FULL, Unit, embedding_text, keyword_document
 from ..search.expansion import PRF_DOCS, expanded_query, prf_terms
-from ..search.index.semantic_index import embedding_text
 from ..search.index.sparse_engine import SparseEngine
 from ..search.text import tokenize
 from .sources import SourceText
@@ -48,15 +48,16 @@ def variants(src: SourceText, ablate: bool) -> list[Variant]:
 
 
 def _groups(src: SourceText, variant: Variant):
-    """(evaluation image id, the (tags, caption) of its units) of each document of a condition."""
+    """(evaluation image id, its units as the variant sees them) of each document of a condition."""
     tags_on, caption_on = variant.fields in ("both", "tags"), variant.fields in ("both", "caption")
     for image_id, units in src.units.items():
-        groups: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        groups: dict[str, list[Unit]] = {}
         for u in units:
-            if variant.view == "full" and u.tile != "full":
+            if variant.view == "full" and u.tile_key != FULL:
                 continue
-            key = u.tile if variant.unit == "tile" else "image"
-            groups.setdefault(key, []).append((u.tags if tags_on else (), u.caption if caption_on else ""))
+            key = u.tile_key if variant.unit == "tile" else "image"
+            groups.setdefault(key, []).append(
+                Unit(u.tile_key, u.tags if tags_on else (), u.caption if caption_on else "", u.kind))
         for group in groups.values():
             yield image_id, group
 
@@ -65,7 +66,7 @@ def documents(src: SourceText, variant: Variant) -> tuple[list[str], list[list[s
     """(evaluation image id, tokens) of each document of a condition; empty documents are left out."""
     owners, docs = [], []
     for image_id, group in _groups(src, variant):
-        tokens = [t for tags, caption in group for t in tokenize(" , ".join(tags)) + tokenize(caption)]
+        tokens = keyword_document(group)
         if tokens:
             owners.append(image_id)
             docs.append(tokens)
@@ -132,4 +133,4 @@ def semantic_matrix(image_ids: tuple[str, ...], owners: list[str], texts: list[s
 
 def hybrid_matrix(keyword: np.ndarray, semantic: np.ndarray) -> np.ndarray:
     """RRF of the two rankings of each query (rows), as hybrid search fuses them."""
-    return np.stack([fusion.rrf_scores([k, s]) for k, s in zip(keyword, semantic, strict=True)])
+    return np.stack([fusion.fused_scores(k, s) for k, s in zip(keyword, semantic, strict=True)])

@@ -20,6 +20,7 @@ from pathlib import Path, PurePath
 
 from ..capture.parsing import parse_output
 from ..errors import MllmretError
+from ..search.documents import Unit
 from .datasets import EvalSet
 
 HUMAN_LABEL = "human captions (upper bound)"
@@ -27,15 +28,6 @@ HUMAN_LABEL = "human captions (upper bound)"
 
 class EvalSourceError(MllmretError):
     """A --source is unknown, unreadable, or does not say which model's text to use."""
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One tile's text from one source: "full" or "x0,y0,x1,y1", its tags and its caption."""
-
-    tile: str
-    tags: tuple[str, ...]
-    caption: str
 
 
 @dataclass
@@ -51,7 +43,7 @@ class SourceText:
     @property
     def has_tiles(self) -> bool:
         """True when some text is about a tile rather than the full image."""
-        return any(u.tile != "full" for us in self.units.values() for u in us)
+        return any(u.tile_key != "full" for us in self.units.values() for u in us)
 
     @property
     def has_tags(self) -> bool:
@@ -212,7 +204,7 @@ def db_sources(store, evalset: EvalSet, run: int | None = None, model: str | Non
             if image is None:
                 unmatched.add(t.image_id)
             else:
-                units[image].append(Unit(t.tile_key, t.tags, t.caption))
+                units[image].append(Unit(t.tile_key, t.tags, t.caption, t.kind))
         models = (chosen or ", ".join(sorted({m for _, m in runs}))) + (" + OCR" if ocr_runs else "")
         label = f"db [{models}; run {', '.join(map(str, run_ids))}]"
         notes = list(owner.notes)

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..capture.ocr import KIND as OCR
 from ..capture.ocr import MIN_CONFIDENCE, parse_lines
-from ..search.text import tokenize
+from ..search.documents import by_image, display_tags
 from .store import MAX_DIMENSION, SEARCHABLE, Store, as_int, as_side, as_tags, as_text
 
 MAX_TAGS = 12
-# Caption words too vague to refine by, when an image has no tags to show.
-VAGUE = frozenset("one two three four five several various many some other left right side front back "
-                  "feature featuring placed positioned located seems overall scene view can".split())
-
-
 def library_summary(store: Store) -> dict[str, Any]:
     """How many searchable images and captions there are, and how many runs made them."""
     q = store.db.execute
@@ -57,36 +50,11 @@ def indexed_file(store: Store, image_id: int) -> Path | None:
 def card_info(store: Store, image_ids: Iterable[int], run_ids: list[int] | None = None
               ) -> dict[int, dict[str, Any]]:
     """Per image: size, whether it has a file, and its most frequent tags (caption words if none)."""
-    ids = json.dumps(sorted(set(image_ids)))
-    info: dict[int, dict[str, Any]] = {}
-    for image_id, width, height, status, sha in store.db.execute(
-        "SELECT id, width, height, status, sha256 FROM images WHERE id IN (SELECT value FROM json_each(?))",
-        [ids],
-    ):
-        info[image_id] = {"width": as_side(width), "height": as_side(height),
-                          "has_file": status == "ok" and bool(sha)}
-    tags: dict[int, Counter] = {i: Counter() for i in info}
-    words: dict[int, Counter] = {i: Counter() for i in info}
-    sql = ("SELECT t.image_id, c.tags, c.caption FROM captions c JOIN tiles t ON t.id = c.tile_id "
-           "WHERE t.image_id IN (SELECT value FROM json_each(?))")
-    args: list[Any] = [ids]
-    if run_ids is not None:
-        sql += " AND c.run_id IN (SELECT value FROM json_each(?))"
-        args.append(json.dumps(run_ids))
-    sql += " ORDER BY t.key != 'full', t.id, c.run_id"  # ties go to the whole image's tags
-    for image_id, tag_json, caption in store.db.execute(sql, args):
-        tags[image_id].update(clean_tag(t) for t in as_tags(tag_json) if clean_tag(t))
-        words[image_id].update(w for w in tokenize(as_text(caption) or "")
-                               if w not in VAGUE and not w.isdigit())
+    info = store.image_cards(image_ids)
+    units = by_image(store.tile_texts(run_ids, info, searchable=False))
     for image_id, item in info.items():
-        ranked = tags[image_id] or words[image_id]
-        item["tags"] = [t for t, _ in ranked.most_common(MAX_TAGS)]
+        item["tags"] = display_tags(units.get(image_id, []), MAX_TAGS)
     return info
-
-
-def clean_tag(tag: str) -> str:
-    """A tag as a chip shows it and a query can hold it: lowercase, one line, no double quotes."""
-    return " ".join(str(tag).replace('"', " ").lower().split())[:60]
 
 
 def ocr_lines(raw: str) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -413,13 +413,16 @@ class Store:
         return n
 
     def tile_texts(
-        self, run_ids: list[int] | None = None, image_ids: Iterable[int] | None = None
+        self, run_ids: Sequence[int] | None = None, image_ids: Iterable[int] | None = None,
+        searchable: bool = True,
     ) -> Iterator[TileText]:
-        """Every caption of searchable images (all, or these), ordered by image, tile, run."""
+        """Every caption of searchable images (all, or these; any status with searchable=False), ordered
+        by image, tile, run."""
+        status = f"i.status IN {SEARCHABLE!r}" if searchable else "1"
         sql = (
             "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption, r.kind "
             "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
-            f"JOIN runs r ON r.id = c.run_id WHERE i.status IN {SEARCHABLE!r}"
+            f"JOIN runs r ON r.id = c.run_id WHERE {status}"
         )
         args: list[Any] = []
         if run_ids is not None:
@@ -435,6 +438,15 @@ class Store:
             box = Box(*coords) if None not in coords else None
             yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "",
                            as_text(r[10]) or "caption")
+
+    def image_cards(self, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Per existing image: width, height and whether it has a file (what a result card needs)."""
+        ids = json.dumps(sorted(set(image_ids)))
+        return {image_id: {"width": as_side(width), "height": as_side(height),
+                           "has_file": status == "ok" and bool(sha)}
+                for image_id, width, height, status, sha in self.db.execute(
+                    "SELECT id, width, height, status, sha256 FROM images "
+                    "WHERE id IN (SELECT value FROM json_each(?))", [ids])}
 
     def has_captions(self) -> bool:
         """Whether any caption is stored (cheap: no counting)."""

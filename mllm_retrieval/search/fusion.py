@@ -49,19 +49,16 @@ def competition_ranks(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def rrf_scores(rankings: Sequence[np.ndarray], k: float = RRF_K,
-               weights: Sequence[float] = WEIGHTS) -> np.ndarray:
-    """Fused score of each item over score vectors of equal length (-inf: not in that ranking).
+def fused_scores(keyword: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+    """`fuse` over two dense score vectors (-inf: not in that ranking) as a dense vector (-inf: in neither).
 
-    Items that no ranking holds get -inf."""
-    out = np.zeros(len(rankings[0]), dtype=np.float64)
-    held = np.zeros(len(rankings[0]), dtype=bool)
-    for scores, w in zip(rankings, weights, strict=False):
-        ranks = competition_ranks(scores)
-        inside = ranks > 0
-        out[inside] += w / (k + ranks[inside])
-        held |= inside
-    out[~held] = -np.inf
+    Evaluation ranks every image of a set with it, through the very function `mllmret search` fuses with."""
+    keyword, semantic = np.asarray(keyword, dtype=np.float64), np.asarray(semantic, dtype=np.float64)
+    positions = np.arange(len(keyword), dtype=np.int64)
+    kw, sem = np.isfinite(keyword), np.isfinite(semantic)
+    out = np.full(len(keyword), -np.inf)
+    for f in fuse((positions[kw], keyword[kw]), (positions[sem], semantic[sem])):
+        out[f.image_id] = f.score
     return out
 
 
@@ -71,7 +68,7 @@ def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.
     """RRF of two whole rankings, each given as (image ids, scores) in any order; best first, ties by id.
 
     Each ranking holds every image that passes the query's filters (not a top-n), so the fused order is
-    exactly the one `rrf_scores` gives in evaluation. Only the images that can reach the top `limit` are
+    exactly the one evaluation gets from `fused_scores`. Only the images that can reach the top `limit` are
     scored: every keyword match, and the best `limit` of the images only the semantic ranking holds
     (their fused score falls with their semantic rank). Images only the semantic ranking holds are left out
     below similarity `min_meaning`; every rank is still counted in the whole ranking."""

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..capture.ocr import KIND as OCR
 from ..capture.tiling import Box, tile_name
 from ..errors import MllmretError
 from ..library.store import Store
 from . import fusion
+from .documents import TileTokens, tile_documents
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
-from .index.store_index import StoreIndex, tile_tokens
+from .index.store_index import StoreIndex
 from .query import Query, contains_phrase, parse_query
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
@@ -61,16 +61,6 @@ def check_mode(mode: str) -> str:
     if mode not in fusion.MODES:
         raise MllmretError(f"unknown search mode {mode!r}: use one of {', '.join(fusion.MODES)}")
     return mode
-
-
-@dataclass(frozen=True)
-class TileTokens:
-    """One tile's tokens (all selected runs), for matched words, phrases and the best tile."""
-
-    key: str
-    box: Box | None
-    tokens: tuple[str, ...]
-    in_photo: frozenset[str] = frozenset()  # the tokens that OCR read in the photo
 
 
 class Searcher:
@@ -211,17 +201,7 @@ class Searcher:
         return vec / norm if norm > 0 else vec
 
     def _tiles(self, image_ids: list[int]) -> dict[int, list[TileTokens]]:
-        by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str], set[str]]] = {}
-        for t in self.store.tile_texts(self.run_ids, image_ids):
-            entry = by_tile.setdefault((t.image_id, t.tile_id), (t.tile_key, t.box, [], set()))
-            tokens = tile_tokens(t)
-            entry[2].extend(tokens)
-            if t.kind == OCR:
-                entry[3].update(tokens)
-        out: dict[int, list[TileTokens]] = {}
-        for (image_id, _), (key, box, tokens, read) in by_tile.items():
-            out.setdefault(image_id, []).append(TileTokens(key, box, tuple(tokens), frozenset(read)))
-        return out
+        return tile_documents(self.store.tile_texts(self.run_ids, image_ids))
 
     def _result(self, rank: int, hit: fusion.Fused, tiles: list[TileTokens], q: Query,
                 weights: Mapping[str, float] | None = None) -> Result:

@@ -28,37 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ...library.store import Store, TileText
+from ...library.store import Store
+from ..documents import DOCUMENT_VERSION, embedding_texts
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
-TEXT_VERSION = 1  # bump when embedding_text changes: index files are keyed by it
 CHUNK = 2048  # images embedded between saves during a long sync
 COMPACT_FRACTION = 0.5  # dead rows above this share (and above COMPACT_MIN) trigger a rewrite
 COMPACT_MIN = 1024
 REBUILD_FRACTION = 0.3  # more changed images than this share: one pass over all text (rows reused by hash)
-
-
-def embedding_text(units: Iterable[tuple[Sequence[str], str]]) -> str:
-    """One image's text to embed from its (tags, caption) units: all tags (deduplicated), then captions.
-
-    Tags come first so that a long image (many tiles, runs or captions) keeps its keywords when the model
-    truncates; captions follow in unit order (the full image's first), each once."""
-    units = list(units)
-    tags = dict.fromkeys(t.strip() for ts, _ in units for t in ts if t.strip())
-    captions = dict.fromkeys(c.strip() for _, c in units if c.strip())
-    head = ", ".join(tags) + "." if tags else ""
-    return " ".join([head, *captions]).strip()
-
-
-def image_texts(texts: Iterable[TileText]) -> dict[int, str]:
-    """One embedding text per image from its tile captions (all tiles and runs, in store order)."""
-    units: dict[int, list[tuple[Sequence[str], str]]] = {}
-    for t in texts:
-        units.setdefault(t.image_id, []).append((t.tags, t.caption))
-    out = {i: embedding_text(us) for i, us in units.items()}
-    return {i: s for i, s in out.items() if s}
 
 
 def text_hash(text: str) -> int:
@@ -135,7 +114,8 @@ class SemanticIndex:
             changed = self.store.changed_images(self.watermark, head)
             if len(changed) > REBUILD_FRACTION * max(len(self.row_of), 1000):
                 changed = None
-        texts = image_texts(self.store.tile_texts(self.run_ids, None if changed is None else sorted(changed)))
+        wanted = None if changed is None else sorted(changed)
+        texts = embedding_texts(self.store.tile_texts(self.run_ids, wanted))
         gone = (set(self.row_of) if changed is None else changed) - texts.keys()
         self._kill(gone)
         self._revive(texts)
@@ -262,7 +242,7 @@ class SemanticIndex:
         if self.store.path is None:
             return None
         runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
-        ident = f"{FORMAT}:{TEXT_VERSION}:{runs}:{self.embedder.name}"
+        ident = f"{FORMAT}:{DOCUMENT_VERSION}:{runs}:{self.embedder.name}"
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         return self.store.path.with_name(f"{self.store.path.name}.semantic-{key}.npz")
 

@@ -10,37 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ...capture.ocr import KIND as OCR
-from ...capture.ocr import ocr_tokens
-from ...library.store import Store, TileText
-from ..text import tokenize
+from ...library.store import Store
+from ..documents import DOCUMENT_VERSION, keyword_documents
 from .base import DEFAULT_ENGINE, Engine, get_engine
 from .sparse_engine import SparseEngine
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: CJK bigrams and OCR tokens (text.py, ocr.py); indexes saved by 1 are rebuilt
+FORMAT = 2  # the saved file's layout; what a document holds is documents.DOCUMENT_VERSION (both key the file)
 REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebuild instead
-
-
-def tile_tokens(t: TileText) -> list[str]:
-    """The tokens a tile's caption contributes: its tags, then its caption (OCR text: see ocr.ocr_tokens)."""
-    if t.kind == OCR:
-        return ocr_tokens(t.caption)
-    return tokenize(" , ".join(t.tags)) + tokenize(t.caption)
-
-
-def image_documents(texts: Iterable[TileText]) -> dict[int, list[str]]:
-    """One token list per image: every tile's text, in tile and run order."""
-    docs: dict[int, list[str]] = {}
-    for t in texts:
-        docs.setdefault(t.image_id, []).extend(tile_tokens(t))
-    return docs
 
 
 class StoreIndex:
@@ -61,7 +44,7 @@ class StoreIndex:
         if self.store.path is None or self.engine_name != "sparse":
             return None
         runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
-        key = hashlib.sha256(f"{FORMAT}:{runs}".encode()).hexdigest()[:12]
+        key = hashlib.sha256(f"{FORMAT}:{DOCUMENT_VERSION}:{runs}".encode()).hexdigest()[:12]
         return self.store.path.with_name(f"{self.store.path.name}.index-{key}.npz")
 
     def sync(self) -> int:
@@ -74,7 +57,7 @@ class StoreIndex:
         changed = self.store.changed_images(self.watermark, head)
         if len(changed) > REBUILD_FRACTION * max(len(self.image_of), 1000):
             return self._rebuild(head)
-        docs = image_documents(self.store.tile_texts(self.run_ids, changed))
+        docs = keyword_documents(self.store.tile_texts(self.run_ids, changed))
         self.engine.remove(self.doc_of.pop(i) for i in changed if i in self.doc_of)
         self._add(docs)
         self.watermark = head
@@ -82,7 +65,7 @@ class StoreIndex:
         return len(changed)
 
     def _rebuild(self, head: int) -> int:
-        docs = image_documents(self.store.tile_texts(self.run_ids))
+        docs = keyword_documents(self.store.tile_texts(self.run_ids))
         self.engine, self.doc_of, self.image_of = get_engine(self.engine_name), {}, []
         self._add(docs)
         self.watermark = head
