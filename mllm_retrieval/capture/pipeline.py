@@ -137,9 +137,7 @@ def _scan_one(store: Store, path: Path, summary: Summary, force: bool,
         return _Job(image["id"], key, image["width"], image["height"])
     try:
         sha = sha256_file(path)
-        known = store.db.execute(
-            "SELECT id, width, height FROM images WHERE sha256 = ? AND status != 'external'", [sha]
-        ).fetchone()
+        known = store.image_with_sha(sha, external=False)
         if known and known[1]:
             width, height = known[1], known[2]
         else:

@@ -15,7 +15,6 @@ result carries a warning.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -106,13 +105,7 @@ class LikeResult:
 # references
 def latest_run(store: Store, run_ids: Sequence[int] | None = None) -> Run | None:
     """The most recent run that has captions (among `run_ids` when given)."""
-    sql = "SELECT r.id FROM runs r WHERE EXISTS (SELECT 1 FROM captions c WHERE c.run_id = r.id)"
-    args: list[Any] = []
-    if run_ids is not None:
-        sql += " AND r.id IN (SELECT value FROM json_each(?))"
-        args.append(json.dumps(list(run_ids)))
-    row = store.db.execute(sql + " ORDER BY r.id DESC LIMIT 1", args).fetchone()
-    return store.run(row[0]) if row else None
+    return store.latest_captioned_run(run_ids)
 
 
 def reference_captioner(store: Store, run_ids: Sequence[int] | None = None, backend: str | None = None,
@@ -132,16 +125,11 @@ def reference_captioner(store: Store, run_ids: Sequence[int] | None = None, back
     captioner = get_captioner(backend, model=model or (run.model if same else None), **options)
     if prompt is not None:
         chosen = load_prompt(prompt)
-    elif same and (text := _run_prompt(store, run.id)):
+    elif same and (text := store.run_prompt(run.id)):
         chosen = Prompt(run.prompt_name or f"run-{run.id}", text)
     else:
         chosen = load_prompt(DEFAULT_PROMPT)
     return captioner, chosen
-
-
-def _run_prompt(store: Store, run_id: int) -> str | None:
-    row = store.db.execute("SELECT prompt FROM runs WHERE id = ?", [run_id]).fetchone()
-    return row[0] if row else None
 
 
 def image_text(store: Store, image_id: int, run_ids: Sequence[int] | None = None) -> str:
@@ -216,7 +204,7 @@ def _add(store: Store, path: Path, captioner: Captioner, prompt: Prompt, grid: s
 
 
 def _image_exists(store: Store, image_id: int) -> bool:
-    return store.db.execute("SELECT 1 FROM images WHERE id = ?", [image_id]).fetchone() is not None
+    return store.image_exists(image_id)
 
 
 def _library_reference(store: Store, image_id: int, run_ids: Sequence[int] | None) -> Reference:
@@ -236,10 +224,7 @@ def _stored_image(store: Store, path: Path) -> int | None:
         row = store.file_row(candidate)
         if row and row["image_id"] and row["status"] == "ok":
             return int(row["image_id"])
-    rows = store.db.execute(
-        "SELECT path, image_id FROM files WHERE status = 'ok' AND image_id IS NOT NULL AND "
-        "(path = ? OR path LIKE ? ESCAPE '\\')", [path.name, "%/" + _like_escape(path.name)]).fetchall()
-    for stored, image_id in rows:
+    for stored, image_id in store.files_named(path.name):
         if str(Path(stored).resolve()) == resolved:
             return int(image_id)
     if path.is_file():
@@ -247,14 +232,10 @@ def _stored_image(store: Store, path: Path) -> int | None:
             sha = sha256_file(path)
         except ImageError:
             return None
-        row = store.db.execute("SELECT id FROM images WHERE sha256 = ?", [sha]).fetchone()
-        if row:
-            return int(row[0])
+        known = store.image_with_sha(sha)
+        if known:
+            return known[0]
     return None
-
-
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 # composing and searching

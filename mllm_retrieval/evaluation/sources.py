@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
+from ..capture.ocr import KIND as OCR
 from ..capture.parsing import parse_output
 from ..errors import MllmretError
 from ..search.documents import Unit
@@ -180,14 +181,14 @@ def jsonl_images(records: list[JsonlRecord], model: str | None, per_model: bool,
 def db_sources(store, evalset: EvalSet, run: int | None = None, model: str | None = None,
                per_model: bool = False) -> list[SourceText]:
     """One SourceText per chosen model of the database's runs, matched to the evaluation set."""
-    runs = store.db.execute("SELECT id, model FROM runs ORDER BY id").fetchall()
+    runs = [(i, m) for i, m, _ in store.run_models()]
     ocr_runs: list[int] = []
     if run is not None:
         runs = [r for r in runs if r[0] == run]
         if not runs:
             raise EvalSourceError(f"no run {run} in {store.path}: see `mllmret stats`")
     else:  # text read in the photos joins every caption model's condition, as it joins search
-        ocr_runs = [r[0] for r in store.db.execute("SELECT id FROM runs WHERE kind = 'ocr' ORDER BY id")]
+        ocr_runs = [i for i, _, kind in store.run_models() if kind == OCR]
         captions = [r for r in runs if r[0] not in ocr_runs]
         runs, ocr_runs = (captions, ocr_runs) if captions else (runs, [])
     if not runs:
@@ -224,13 +225,8 @@ class _Owners:
 def _db_owners(store, evalset: EvalSet) -> _Owners:
     """Stored image id -> evaluation image id: by external_id, else by file name of a stored path."""
     match = _Matcher(evalset)
-    from ..library.store import SEARCHABLE  # images that left search (deleted, replaced) are not candidates
-
-    sql = f"SELECT id, external_id, path FROM images WHERE status IN {SEARCHABLE!r}"
-    rows = store.db.execute(sql).fetchall()
-    paths: dict[int, list[str]] = defaultdict(list)
-    for image_id, path in store.db.execute("SELECT image_id, path FROM files WHERE status = 'ok'"):
-        paths[image_id].append(path)
+    rows = store.searchable_images()  # images that left search (deleted, replaced) are not candidates
+    paths = defaultdict(list, store.file_paths())
     by_id: dict[int, str] = {}
     by_name: dict[str, set[int]] = defaultdict(set)
     for image_id, external_id, path in rows:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,102 +17,23 @@ from ..capture.tiling import Box
 from ..config import db_path
 from ..errors import MllmretError
 from .migrations import migrations
-
-SEARCHABLE = ("ok", "external")
-SQLITE_HEADER = b"SQLite format 3\x00"
-MAX_DIMENSION = 1_000_000  # pixels: the widest image (or box) the store accepts
-RUN_FIELDS = ("run", "backend", "model", "prompt", "images", "tiles", "started", "finished", "kind")
-
-
-def now() -> str:
-    """UTC timestamp in ISO format."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-# Reading tolerates whatever a database holds (another tool, an older version, a hand edit): these turn
-# a stored value into the type the code expects, or None/empty, and never raise.
-def as_int(v: Any, lo: int = 0, hi: int = (1 << 63) - 1) -> int | None:
-    """A stored integer within [lo, hi], else None (text, reals, blobs and out-of-range values)."""
-    return v if type(v) is int and lo <= v <= hi else None
-
-
-def as_side(v: Any) -> int | None:
-    """A stored width or height: whole pixels from 1 to MAX_DIMENSION, else None."""
-    return as_int(v, 1, MAX_DIMENSION)
-
-
-def as_text(v: Any) -> str | None:
-    """A stored text as str (a blob decoded, invalid bytes replaced; a number as written), or None."""
-    if v is None or isinstance(v, str):
-        return v
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return str(v)
-
-
-def _no_constant(s: str) -> Any:
-    raise ValueError(s)
-
-
-def as_json(v: Any, default: Any) -> Any:
-    """A stored JSON text parsed (finite numbers only), or `default` when it is not JSON of the same type."""
-    try:
-        value = json.loads(as_text(v) or "", parse_constant=_no_constant)
-    except (ValueError, RecursionError):
-        return default
-    return value if isinstance(value, type(default)) else default
-
-
-def as_tags(v: Any) -> tuple[str, ...]:
-    """A stored tags column (a JSON list of strings) as a tuple; anything else is read as no tags."""
-    return tuple(t for t in as_json(v, []) if isinstance(t, str))
-
-
-def tile_key(box: Box | None, width: int | None, height: int | None) -> str:
-    """"full" for the whole image, else "x0,y0,x1,y1"."""
-    if box is None or (box.x0 == box.y0 == 0 and (box.x1, box.y1) == (width, height)):
-        return "full"
-    return ",".join(str(v) for v in box.as_list())
-
-
-def _run_key(
-    backend: str, model: str, params: dict[str, Any], prompt_text: str | None, kind: str = "caption"
-) -> tuple[str, str | None]:
-    """(run key, prompt sha256): what identifies a run."""
-    prompt_sha = hashlib.sha256(prompt_text.encode()).hexdigest() if prompt_text else None
-    ident = {"backend": backend, "model": model, "prompt_sha256": prompt_sha, "params": params}
-    if kind != "caption":  # caption runs keep the keys they always had
-        ident["kind"] = kind
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16], prompt_sha
-
-
-@dataclass(frozen=True)
-class Run:
-    """One captioning configuration: backend, model, prompt and output-changing params."""
-
-    id: int
-    backend: str
-    model: str
-    prompt_name: str | None
-    prompt_sha256: str | None
-    params: dict[str, Any]
-    kind: str = "caption"
-
-
-@dataclass(frozen=True)
-class TileText:
-    """One caption of one tile, as search and export read it."""
-
-    image_id: int
-    tile_id: int
-    tile_key: str
-    box: Box | None
-    run_id: int
-    tags: tuple[str, ...]
-    caption: str
-    kind: str = "caption"  # or "ocr": the caption is text read in the photo (see ocr.py)
+from .queries import LibraryQueries
+from .rows import (  # noqa: F401  (re-exported: the store's values and rows)
+    MAX_DIMENSION,
+    RUN_FIELDS,
+    SEARCHABLE,
+    SQLITE_HEADER,
+    Run,
+    TileText,
+    as_int,
+    as_json,
+    as_side,
+    as_tags,
+    as_text,
+    now,
+    run_key,
+    tile_key,
+)
 
 
 def check_library(path: Path) -> None:
@@ -160,7 +78,7 @@ def check_library(path: Path) -> None:
                            "pass another --db; nothing was changed")
 
 
-class Store:
+class Store(LibraryQueries):
     """All reads and writes of the database go through here."""
 
     def __init__(self, path: str | os.PathLike | None = None, *, memory: bool = False) -> None:
@@ -203,7 +121,7 @@ class Store:
         prompt_name: str | None = None, prompt_text: str | None = None, kind: str = "caption",
     ) -> Run:
         """The run for this configuration; the same configuration resumes the same run."""
-        key, prompt_sha = _run_key(backend, model, params, prompt_text, kind)
+        key, prompt_sha = run_key(backend, model, params, prompt_text, kind)
         with self.atomic():
             self.db.execute(
                 "INSERT OR IGNORE INTO runs (key, backend, model, prompt_name, prompt_sha256, "
@@ -219,7 +137,7 @@ class Store:
     ) -> Run | None:
         """The run for this configuration if it exists (nothing is written)."""
         row = self.db.execute(
-            "SELECT id FROM runs WHERE key = ?", [_run_key(backend, model, params, prompt_text)[0]]
+            "SELECT id FROM runs WHERE key = ?", [run_key(backend, model, params, prompt_text)[0]]
         ).fetchone()
         return self.run(row[0]) if row else None
 
@@ -238,23 +156,6 @@ class Store:
         """Stamp the run's finish time."""
         with self.atomic():
             self.db.execute("UPDATE runs SET finished_at = ? WHERE id = ?", [now(), run_id])
-
-    def select_runs(self, run: int | None = None, model: str | None = None) -> list[int] | None:
-        """Run ids matching --run/--model (None means all runs)."""
-        if run is None and model is None:
-            return None
-        if run is not None and as_int(run) is None:
-            raise MllmretError(f"no captions for run {run}: see `mllmret stats` for what is stored")
-        sql, args = "SELECT id FROM runs WHERE 1", []
-        if run is not None:
-            sql, args = sql + " AND id = ?", [*args, run]
-        if model is not None:
-            sql, args = sql + " AND model = ?", [*args, model]
-        ids = [r[0] for r in self.db.execute(sql, args).fetchall()]
-        if not ids:
-            what = f"run {run}" if run is not None else f"model {model!r}"
-            raise MllmretError(f"no captions for {what}: see `mllmret stats` for what is stored")
-        return ids
 
     # files and images
     def file_row(self, path: str) -> dict[str, Any] | None:
@@ -370,26 +271,6 @@ class Store:
             out.append((tid, box))
         return out
 
-    def captioned_tiles(self, run_id: int, tile_ids: Iterable[int]) -> set[int]:
-        """Which of these tiles already have a caption in this run."""
-        ids = list(tile_ids)
-        done: set[int] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            done.update(r[0] for r in self.db.execute(
-                f"SELECT tile_id FROM captions WHERE run_id = ? AND tile_id IN ({marks})",
-                [run_id, *chunk],
-            ).fetchall())
-        return done
-
-    def captions_per_image(self, run_id: int) -> dict[int, int]:
-        """How many tiles of each image this run has captioned."""
-        return dict(self.db.execute(
-            "SELECT t.image_id, COUNT(*) FROM captions c JOIN tiles t ON t.id = c.tile_id "
-            "WHERE c.run_id = ? GROUP BY t.image_id", [run_id],
-        ).fetchall())
-
     def add_captions(
         self, run_id: int, rows: Iterable[tuple[int, str, Parsed, float | None]],
         replace: bool = False,
@@ -411,56 +292,6 @@ class Store:
             )
             n += cur.rowcount
         return n
-
-    def tile_texts(
-        self, run_ids: Sequence[int] | None = None, image_ids: Iterable[int] | None = None,
-        searchable: bool = True,
-    ) -> Iterator[TileText]:
-        """Every caption of searchable images (all, or these; any status with searchable=False), ordered
-        by image, tile, run."""
-        status = f"i.status IN {SEARCHABLE!r}" if searchable else "1"
-        sql = (
-            "SELECT t.image_id, t.id, t.key, t.x0, t.y0, t.x1, t.y1, c.run_id, c.tags, c.caption, r.kind "
-            "FROM captions c JOIN tiles t ON t.id = c.tile_id JOIN images i ON i.id = t.image_id "
-            f"JOIN runs r ON r.id = c.run_id WHERE {status}"
-        )
-        args: list[Any] = []
-        if run_ids is not None:
-            sql += f" AND c.run_id IN ({','.join('?' * len(run_ids))})"
-            args = list(run_ids)
-        if image_ids is not None:
-            ids = sorted(set(image_ids))
-            sql += " AND t.image_id IN (SELECT value FROM json_each(?))"
-            args.append(json.dumps(ids))
-        sql += " ORDER BY t.image_id, t.id, c.run_id"
-        for r in self.db.execute(sql, args):
-            coords = [as_int(v, 0, MAX_DIMENSION) for v in r[3:7]]
-            box = Box(*coords) if None not in coords else None
-            yield TileText(r[0], r[1], as_text(r[2]) or "full", box, r[7], as_tags(r[8]), as_text(r[9]) or "",
-                           as_text(r[10]) or "caption")
-
-    def image_cards(self, image_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-        """Per existing image: width, height and whether it has a file (what a result card needs)."""
-        ids = json.dumps(sorted(set(image_ids)))
-        return {image_id: {"width": as_side(width), "height": as_side(height),
-                           "has_file": status == "ok" and bool(sha)}
-                for image_id, width, height, status, sha in self.db.execute(
-                    "SELECT id, width, height, status, sha256 FROM images "
-                    "WHERE id IN (SELECT value FROM json_each(?))", [ids])}
-
-    def has_captions(self) -> bool:
-        """Whether any caption is stored (cheap: no counting)."""
-        return bool(self.db.execute("SELECT EXISTS (SELECT 1 FROM captions)").fetchone()[0])
-
-    def change_head(self) -> int:
-        """The latest change-log sequence number (0 when nothing changed yet)."""
-        return self.db.execute("SELECT coalesce(max(seq), 0) FROM text_changes").fetchone()[0]
-
-    def changed_images(self, after: int, upto: int) -> set[int]:
-        """Images whose searchable text changed in (after, upto]."""
-        return {r[0] for r in self.db.execute(
-            "SELECT DISTINCT image_id FROM text_changes WHERE seq > ? AND seq <= ?", [after, upto]
-        )}
 
     def stats(self) -> dict[str, Any]:
         """Counts of images, files, tiles and captions per run."""

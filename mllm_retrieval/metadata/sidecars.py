@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..capture.images import Skipped, sha256_file
 from ..errors import ImageError
-from ..library.store import Store, as_text
+from ..library.store import Store
 from .xmp import MAX_PACKET_BYTES, Change, XmpError, keywords, merge
 
 log = logging.getLogger(__name__)
@@ -51,15 +51,12 @@ def captioned_files(store: Store, paths: Iterable[str | os.PathLike] = (),
     """{file path: (image id, stored sha256)} of indexed files with captions in these runs, restricted
     to `paths` (files, or folders and everything under them) when any are given."""
     roots = [str(Path(p).absolute()) for p in paths]
-    rows = store.db.execute(
-        "SELECT f.path, i.id, i.sha256 FROM files f JOIN images i ON i.id = f.image_id "
-        "WHERE f.status = 'ok' AND i.status = 'ok' ORDER BY f.path").fetchall()
+    rows = store.indexed_files()
     captioned = {t.image_id for t in store.tile_texts(run_ids, {r[1] for r in rows})}
     out = {}
     for path, image_id, sha in rows:
-        path = as_text(path) or ""
         if image_id in captioned and (not roots or any(_under(path, r) for r in roots)):
-            out[path] = (image_id, as_text(sha))
+            out[path] = (image_id, sha)
     return out
 
 

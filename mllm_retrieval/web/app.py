@@ -34,7 +34,7 @@ from ..composed.like import Composition, Reference, compose_like, image_text, se
 from ..errors import ImageError, MllmretError
 from ..library.details import card_info, image_detail, indexed_file, library_summary
 from ..library.embed import SEARCH_BACKLOG, embed_in_background
-from ..library.store import Store, as_text
+from ..library.store import Store
 from ..library.thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, is_sha256, thumbnail
 from ..search.cutoff import MIN_RELATIVE, MIN_SIMILARITY
 from ..search.embedding import EmbedderError
@@ -180,13 +180,13 @@ def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int
 
 def _reference(store: Store, image_id: int) -> Reference:
     """An image of the library as a reference; never a file path (the page has no uploads)."""
-    row = store.db.execute("SELECT path, external_id FROM images WHERE id = ?", [image_id]).fetchone()
-    if row is None:
+    if not store.image_exists(image_id):
         raise HTTPException(404, f"no such image in this database (like={image_id})")
+    image = store.image_row(image_id)
     text = image_text(store, image_id)
     if not text:
         raise HTTPException(422, f"image {image_id} has no tags or captions to start from")
-    return Reference(image_id, as_text(row[0]) or as_text(row[1]), text, "library")
+    return Reference(image_id, image["path"] or image["external_id"], text, "library")
 
 
 def _like_info(store: Store, image_id: int, modification: str, c: Composition) -> dict[str, Any]:
@@ -256,8 +256,8 @@ def _file(lib: Library, image_id: int) -> tuple[Path | None, str | None]:
     store = lib.open()
     if store is None:
         return None, None
-    row = store.db.execute("SELECT sha256 FROM images WHERE id = ?", [image_id]).fetchone()
-    return (indexed_file(store, image_id), as_text(row[0]) or "") if row else (None, None)
+    sha = store.image_sha(image_id)
+    return (None, None) if sha is None else (indexed_file(store, image_id), sha)
 
 
 def _image_id(text: str) -> int:
