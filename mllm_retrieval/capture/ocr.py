@@ -8,7 +8,6 @@ confident enough to search (MIN_CONFIDENCE), one per line. Low-confidence lines 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from ..errors import MllmretError
+from ..hashing import file_sha256
 from ..search.text import tokenize
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class OcrEngine:
 
 @lru_cache(maxsize=8)
 def _short_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    return file_sha256(path)[:12]
 
 
 def lines_raw(lines: list[Line]) -> str:

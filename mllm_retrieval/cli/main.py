@@ -13,6 +13,7 @@ from typer.core import TyperGroup
 
 from .. import config
 from ..errors import MllmretError
+from ..search.modes import SearchMode  # noqa: F401  (the commands' --mode)
 
 
 class _Group(TyperGroup):
@@ -93,9 +94,3 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 def _root(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-
-
-class SearchMode(str, Enum):
-    keyword = "keyword"
-    semantic = "semantic"
-    hybrid = "hybrid"

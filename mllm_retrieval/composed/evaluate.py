@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..hashing import file_sha256
 from ..search.fusion import RRF_K, fused_scores
 from ..search.index.sparse_engine import SparseEngine
 from ..search.text import tokenize
@@ -226,7 +227,7 @@ def run_composed(dataset: str, data_dir: Path | None = None, captions: str | Non
         "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": {"mllm-retrieval": __version__, "numpy": np.__version__,
                      "python": platform.python_version()},
-        "data_files": {str(p): _sha256(p) for s in bench.splits for p in s.files},
+        "data_files": {str(p): file_sha256(p) for s in bench.splits for p in s.files},
         "splits": splits, "average": average, "references": REFERENCES.get(dataset, []),
         "composers": composer_info,
     }
@@ -236,15 +237,11 @@ def _composer_info(path: Path, composer) -> dict:
     """What the results say about a composer: its file, hash, kind, training data and chosen epoch."""
     path = path.expanduser()
     weights = path / "model.safetensors" if path.is_dir() else path
-    return {"file": path.name, "sha256": _sha256(weights) if weights.is_file() else None,
+    return {"file": path.name, "sha256": file_sha256(weights) if weights.is_file() else None,
             "kind": composer.kind, "condition": LEARNED[composer.kind], "embedder": composer.embedder,
             "base": composer.meta.get("base"), "trained_on": composer.meta.get("trained_on"),
             "best_epoch": composer.meta.get("report", {}).get("best_epoch"),
             "epochs": composer.meta.get("epochs")}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _columns(result: dict) -> list[tuple[str, str | None, str]]:
@@ -351,7 +348,7 @@ def update_markdown(result: dict, path: Path) -> Path:
 
 def write_json(result: dict, path: Path) -> Path:
     """results.json."""
-    from ..evaluation.report import _write
+    from ..evaluation.report import write_text
 
-    _write(path, json.dumps(result, indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(result, indent=1, allow_nan=False) + "\n")
     return path

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..capture.captioners.hf import DEFAULT_MODEL as CAPTIONER_DEFAULT_MODEL
-from ..capture.captioners.hf import _pick_device, _resolve
+from ..capture.captioners.hf import pick_device, resolve_source
 from ..capture.images import open_image
 from ..errors import ImageError, ModelLoadError
 
@@ -62,7 +62,7 @@ def clip_scores(
 
     import torch
 
-    dev = _pick_device(device, torch)
+    dev = pick_device(device, torch)
     net, processor = _load(model, dev)
     paths = [Path(p) for p in image_paths]
     image_emb, readable = _embed_images(paths, net, processor, dev, batch_size, progress)
@@ -84,7 +84,7 @@ def _load(model_id: str, device: str) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoProcessor
 
     try:
-        source, local_only = _resolve(model_id)
+        source, local_only = resolve_source(model_id)
     except ModelLoadError as e:  # the shared message suggests the captioner's default model
         raise ModelLoadError(str(e).replace(CAPTIONER_DEFAULT_MODEL, DEFAULT_CLIP_MODEL)) from e
     try:

@@ -47,13 +47,19 @@ class TieStats(NamedTuple):
     largest_tie_block: int
 
 
+def _one_d(values: ArrayLike, name: str) -> np.ndarray:
+    """`values` as an array, if it is a non-empty 1-D one."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty")
+    return arr
+
+
 def _check_scores(scores: ArrayLike) -> np.ndarray:
     """Validate scores: a non-empty 1-D real array, each value finite or -inf."""
-    arr = np.asarray(scores)
-    if arr.ndim != 1:
-        raise ValueError(f"scores must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("scores is empty")
+    arr = _one_d(scores, "scores")
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"scores must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(float)
@@ -66,11 +72,7 @@ def _check_scores(scores: ArrayLike) -> np.ndarray:
 
 def _check_relevant(relevant: ArrayLike) -> np.ndarray:
     """Validate relevance labels: a non-empty 1-D array of booleans or 0/1 values."""
-    arr = np.asarray(relevant)
-    if arr.ndim != 1:
-        raise ValueError(f"relevant must be 1-D, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError("relevant is empty")
+    arr = _one_d(relevant, "relevant")
     if arr.dtype.kind == "b":
         return arr.copy()
     if arr.dtype.kind not in "iuf" or not np.isin(arr, (0, 1)).all():

@@ -147,7 +147,7 @@ def _clean(x):
 
 def write_json(report: EvalReport, path: Path) -> Path:
     """Write the results file."""
-    _write(path, json.dumps(to_dict(report), indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(to_dict(report), indent=1, allow_nan=False) + "\n")
     return path
 
 
@@ -294,11 +294,12 @@ def replace_section(path: Path, key: str, section: str) -> Path:
     pattern = re.compile(rf"<!-- BEGIN mllmret-eval {key} -->.*?<!-- END mllmret-eval {key} -->\n?", re.S)
     text = pattern.sub(lambda _: section, text, count=1) if pattern.search(text) else (
         text.rstrip("\n") + "\n\n" + section)
-    _write(path, text)
+    write_text(path, text)
     return path
 
 
-def _write(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write a report file (its folder made as needed); a ReportError names the file if it cannot."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

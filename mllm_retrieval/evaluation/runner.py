@@ -12,7 +12,6 @@ fuses them.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MllmretError
+from ..hashing import file_sha256
 from ..search import fusion
 from ..search.text import tokenize
 from . import metrics
@@ -298,7 +298,7 @@ def run_eval(cfg: EvalConfig) -> EvalReport:
         evalset=evalset.name, description=description, image_ids=evalset.image_ids,
         classes=evalset.classes, queries=class_queries(evalset.classes),
         expanded_queries=class_queries(evalset.classes, expand=True) if cfg.expand else None,
-        conditions=conditions, data_files={str(p): sha256(p) for p in dict.fromkeys(files)},
+        conditions=conditions, data_files={str(p): file_sha256(p) for p in dict.fromkeys(files)},
         config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         versions=versions(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command=cfg.command,
@@ -431,15 +431,6 @@ def _vlm_set(cfg: EvalConfig, labels: Path, captions: Path | None,
     if missing:
         text += f"; {missing} images with text have no labels and are not evaluated"
     return es, text
-
-
-def sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def versions() -> dict[str, str]:

@@ -7,7 +7,9 @@ ranking does not hold (no matching word for BM25, no text at all for the semanti
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,24 +66,19 @@ def _groups(src: SourceText, variant: Variant):
 
 def documents(src: SourceText, variant: Variant) -> tuple[list[str], list[list[str]]]:
     """(evaluation image id, tokens) of each document of a condition; empty documents are left out."""
-    owners, docs = [], []
-    for image_id, group in _groups(src, variant):
-        tokens = keyword_document(group)
-        if tokens:
-            owners.append(image_id)
-            docs.append(tokens)
-    return owners, docs
+    return _built(src, variant, keyword_document)
 
 
 def text_documents(src: SourceText, variant: Variant) -> tuple[list[str], list[str]]:
     """(evaluation image id, text to embed) of each document, built as the semantic index builds it."""
-    owners, texts = [], []
-    for image_id, group in _groups(src, variant):
-        text = embedding_text(group)
-        if text:
-            owners.append(image_id)
-            texts.append(text)
-    return owners, texts
+    return _built(src, variant, embedding_text)
+
+
+def _built(src: SourceText, variant: Variant, build: Callable[[list[Unit]], Any]) -> tuple[list[str], list]:
+    """(owners, documents) of a condition with one builder of the document model; empty ones left out."""
+    built = ((image_id, build(group)) for image_id, group in _groups(src, variant))
+    pairs = [(image_id, doc) for image_id, doc in built if doc]
+    return [o for o, _ in pairs], [d for _, d in pairs]
 
 
 def _owner_index(image_ids: tuple[str, ...], owners: list[str]) -> np.ndarray:

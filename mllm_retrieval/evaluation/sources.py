@@ -83,7 +83,7 @@ def human_source(evalset: EvalSet) -> SourceText:
 # JSONL
 def read_jsonl(path: Path) -> tuple[list[JsonlRecord], list[str]]:
     """Records of an import-format JSONL file, and one reason per line that could not be used."""
-    from ..library.jsonl import _box  # the importer's own field checks and tile/box rules
+    from ..library.jsonl import record_box  # the importer's own field checks and tile/box rules
     from ..library.records import to_record
     from ..library.store import tile_key
 
@@ -100,7 +100,7 @@ def read_jsonl(path: Path) -> tuple[list[JsonlRecord], list[str]]:
                 rec = json.loads(line)
                 if not isinstance(rec, dict):
                     raise ValueError("not a JSON object")
-                box = _box(to_record(rec))
+                box = record_box(to_record(rec))
             except (ValueError, MllmretError) as e:
                 skipped.append(f"line {lineno}: {e}")
                 continue

@@ -162,7 +162,7 @@ def _import_one(store: Store, rec: Record, root: Path | None, model: str | None,
     ocr_rows = ocr_record(rec)
     if ocr_rows is None and rec.text is None and rec.caption is None and rec.tags is None:
         raise ImportFormatError('no "text" (or "tags"/"caption") in the record', "no text")
-    box = _box(rec)
+    box = record_box(rec)
     learned = _Known()
     image_id, width, height = _image_for(store, rec, root, known, learned)
     kind = OCR if ocr_rows else "caption"
@@ -235,7 +235,8 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _box(rec: Record) -> Box | None:
+def record_box(rec: Record) -> Box | None:
+    """A record's tile as a box (None: the full image), by the importer's rules; ImportFormatError if bad."""
     if rec.box is not None:
         box = rec.box
     elif rec.tile in (None, "full"):

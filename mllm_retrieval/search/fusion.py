@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MODES = ("keyword", "semantic", "hybrid")
+from .modes import MODES  # noqa: F401  (where the searcher and evaluation look them up)
+
 RRF_K = 60
 WEIGHTS = (1.0, 1.0)  # keyword, semantic
 

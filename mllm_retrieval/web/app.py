@@ -38,6 +38,7 @@ from ..library.store import Store
 from ..library.thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, is_sha256, thumbnail
 from ..search.cutoff import MIN_RELATIVE, MIN_SIMILARITY
 from ..search.embedding import EmbedderError
+from ..search.modes import MODES
 from ..search.query import parse_query, why_empty
 from ..search.searcher import DEFAULT_MODE, Searcher, check_mode
 
@@ -52,7 +53,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",  # other sites' pages cannot embed the photos
 }
 IMAGE_CACHE = "private, max-age=86400"  # an image id keeps its sha256 for good
-Mode = Literal["keyword", "semantic", "hybrid"]  # fusion.MODES
+
+
+Mode = Literal[MODES]  # the API's schema lists them
 
 
 class SearchResult(BaseModel):

@@ -68,16 +68,16 @@ class TransformersCaptioner:
             return self.dtype
         import torch
 
-        return str(_pick_dtype("auto", _pick_device(self.device, torch), torch)).removeprefix("torch.")
+        return str(_pick_dtype("auto", pick_device(self.device, torch), torch)).removeprefix("torch.")
 
     def check(self) -> None:
         """Fail fast, before any work, on a device, quantisation or model that cannot be had."""
         import torch
 
-        device = _pick_device(self.device, torch)
+        device = pick_device(self.device, torch)
         if self.quantize:
             _bnb_config(self.quantize, _pick_dtype(self.dtype, device, torch), torch)
-        _resolve(self.model_id)
+        resolve_source(self.model_id)
 
     def load(self) -> None:
         """Load processor and model (once); errors become one-line ModelLoadErrors."""
@@ -86,12 +86,12 @@ class TransformersCaptioner:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        device = _pick_device(self.device, torch)
+        device = pick_device(self.device, torch)
         kwargs: dict[str, Any] = {"dtype": _pick_dtype(self.dtype, device, torch)}
         if self.quantize:
             kwargs["quantization_config"] = _bnb_config(self.quantize, kwargs["dtype"], torch)
             kwargs["device_map"] = "auto"
-        source, local_only = _resolve(self.model_id)
+        source, local_only = resolve_source(self.model_id)
         try:
             processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
             model = AutoModelForImageTextToText.from_pretrained(
@@ -170,7 +170,7 @@ def _chat_prompt(processor: Any, prompt: str) -> str:
     return f"USER: {token}\n{prompt} ASSISTANT:"
 
 
-def _resolve(model_id: str) -> tuple[str, bool]:
+def resolve_source(model_id: str) -> tuple[str, bool]:
     """(source, local_files_only): a local folder, a cached hub id, or a hub id to download."""
     path = Path(model_id).expanduser()
     if path.is_dir():
@@ -212,7 +212,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _pick_device(device: str, torch: Any) -> str:
+def pick_device(device: str, torch: Any) -> str:
+    """auto -> cuda, mps or cpu, whichever this torch has; an explicit device it lacks is a BackendError."""
     if device == "auto":
         if torch.cuda.is_available():
             return "cuda"
