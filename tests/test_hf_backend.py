@@ -72,3 +72,21 @@ def test_pipeline_with_the_tiny_model_stores_noise_safely(store, photos, tiny_ll
     assert s.captioned_tiles == 20 and s.failed == []
     rows = store.db.execute("SELECT raw, tags, caption FROM captions").fetchall()
     assert len(rows) == 20 and all(isinstance(raw, str) for raw, _, _ in rows)
+
+
+def test_a_backend_refuses_options_it_does_not_declare():
+    from mllm_retrieval.capture.captioners import backend_options
+
+    assert {"dtype", "image_splitting", "max_new_tokens"} <= backend_options("transformers")
+    assert "dtype" not in backend_options("openai") and "concurrency" in backend_options("openai")
+    with pytest.raises(BackendError, match="backend 'transformers' has no option concurrency"):
+        get_captioner("transformers", model="x/y", concurrency=4)
+
+
+def test_the_cli_says_which_option_does_not_apply_to_the_backend(tmp_path):
+    from cli_helpers import mllmret
+
+    r = mllmret("caption", tmp_path, "--backend", "openai", "--model", "m", "--dtype", "float16",
+                "--db", tmp_path / "lib.db", ok=False)
+    assert r.exit_code == 1 and "--dtype does not apply to --backend openai" in r.output
+    assert not (tmp_path / "lib.db").exists()

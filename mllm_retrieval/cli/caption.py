@@ -25,6 +25,7 @@ from .main import (
 
 @app.command()
 def caption(
+    ctx: typer.Context,
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
     backend: Annotated[str, typer.Option(help="transformers | openai | import.")] = "transformers",
     model: Annotated[str | None, typer.Option(
@@ -93,13 +94,13 @@ def caption(
         with open_store(db) as store:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
             return embed_stored(store, embedder, quiet, embed=not no_embed)
-    captioner = get_captioner(
-        backend, model=model, device=device.value, dtype=dtype.value,
-        quantize=None if quantize is Quantize.none else quantize.value,
-        max_new_tokens=max_new_tokens, base_url=base_url, api_key=api_key,
-        concurrency=concurrency, timeout=timeout, retries=retries,
-        image_splitting=image_splitting.resolve(grid),
-    )
+    captioner = get_captioner(backend, **backend_options_given(ctx, backend, {
+        "model": model, "device": device.value, "dtype": dtype.value,
+        "quantize": None if quantize is Quantize.none else quantize.value,
+        "max_new_tokens": max_new_tokens, "base_url": base_url, "api_key": api_key,
+        "concurrency": concurrency, "timeout": timeout, "retries": retries,
+        "image_splitting": image_splitting.resolve(grid),
+    }))
     if dry_run:
         return _dry_run(db, paths, captioner, load_prompt(prompt), grid, overlap, batch_size)
     with open_store(db) as store:
@@ -111,6 +112,20 @@ def caption(
         if reader is not None:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
         embed_stored(store, embedder, quiet, embed=not no_embed)
+
+
+def backend_options_given(ctx: typer.Context, backend: str, options: dict) -> dict:
+    """The options the backend declares; one it does not, given on the command line, is an error."""
+    from ..capture.captioners import backend_options
+
+    declared = backend_options(backend)
+    if declared is None:
+        return options
+    for name in options.keys() - declared:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name != "DEFAULT":  # typer may bring its own click
+            raise fail(f"--{name.replace('_', '-')} does not apply to --backend {backend}")
+    return {k: v for k, v in options.items() if k in declared}
 
 
 def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..capture.captioners.base import Captioner, backends, get_captioner
+from ..capture.captioners.base import Captioner, backend_options, backends, get_captioner
 from ..capture.images import SUFFIXES, open_image, sha256_file
 from ..capture.parsing import parse_output
 from ..capture.prompts import DEFAULT_PROMPT, Prompt, load_prompt
@@ -121,7 +121,9 @@ def reference_captioner(store: Store, run_ids: Sequence[int] | None = None, back
         raise MllmretError(f"{where or 'backend'} {backend!r} cannot caption a new image here: give "
                            f"--caption-backend ({', '.join(backends())}) and --caption-model")
     if same:
-        options = {**{k: run.params[k] for k in RUN_OPTIONS if k in run.params}, **options}
+        declared = backend_options(backend)
+        options = {**{k: run.params[k] for k in RUN_OPTIONS
+                      if k in run.params and (declared is None or k in declared)}, **options}
     captioner = get_captioner(backend, model=model or (run.model if same else None), **options)
     if prompt is not None:
         chosen = load_prompt(prompt)

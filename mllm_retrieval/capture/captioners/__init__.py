@@ -1,5 +1,5 @@
 """Captioning backends: transformers (local models), openai (any compatible server)."""
 
-from .base import Captioner, backends, get_captioner, register, unregister
+from .base import Captioner, backend_options, backends, get_captioner, register, unregister
 
-__all__ = ["Captioner", "backends", "get_captioner", "register", "unregister"]
+__all__ = ["Captioner", "backend_options", "backends", "get_captioner", "register", "unregister"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from PIL import Image
 
-from ...errors import UnknownBackend
+from ...errors import BackendError, UnknownBackend
 
 
 class Captioner(Protocol):
@@ -51,8 +52,7 @@ def backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_captioner(backend: str, **options: Any) -> Captioner:
-    """Build the captioner registered under `backend`; heavy imports happen here, not earlier."""
+def _factory(backend: str) -> Factory:
     try:
         factory = _REGISTRY[backend]
     except KeyError:
@@ -63,4 +63,24 @@ def get_captioner(backend: str, **options: Any) -> Captioner:
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
         factory = getattr(importlib.import_module(module), attr)
-    return factory(**options)
+    return factory
+
+
+def backend_options(backend: str) -> frozenset[str] | None:
+    """The options a backend declares (its factory's keyword parameters); None when it takes any."""
+    params = inspect.signature(_factory(backend)).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def get_captioner(backend: str, **options: Any) -> Captioner:
+    """Build the captioner registered under `backend`; an option it does not declare is an error.
+
+    Heavy imports happen here, not earlier."""
+    declared = backend_options(backend)
+    unknown = [] if declared is None else sorted(set(options) - declared)
+    if unknown:
+        raise BackendError(f"backend {backend!r} has no option {', '.join(unknown)} "
+                           f"(it takes {', '.join(sorted(declared)) or 'none'})")
+    return _factory(backend)(**options)

@@ -36,7 +36,6 @@ class TransformersCaptioner:
         max_new_tokens: int = MAX_NEW_TOKENS,
         min_new_tokens: int | None = None,
         image_splitting: bool | None = None,
-        **_: Any,
     ) -> None:
         self.model_id = model or DEFAULT_MODEL
         self.device = device

@@ -38,7 +38,6 @@ class OpenAICaptioner:
         retries: int = 4,
         backoff: float = 1.0,
         max_new_tokens: int = 256,
-        **_: Any,
     ) -> None:
         if not model:
             raise BackendError("--backend openai needs --model: the model name the server serves")
