@@ -151,14 +151,14 @@ def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Seque
     if isinstance(ref, int) or (text.isascii() and text.isdigit() and len(text) <= 18):
         image_id = int(text)
         if _image_exists(store, image_id):
-            return _library_reference(store, image_id, run_ids)
+            return library_reference(store, image_id, run_ids)
         if not Path(text).is_file():
             raise MllmretError(f"--like {text}: no image with id {image_id} in the library (ids are what "
                                "`mllmret search --json` prints as image_id)")
     path = Path(text).expanduser()
     image_id = _stored_image(store, path)
     if image_id is not None:
-        return _library_reference(store, image_id, run_ids)
+        return library_reference(store, image_id, run_ids)
     if not path.exists():
         raise MllmretError(f"--like {text}: no such file, and no image of the library has this path or id")
     if not path.is_file():
@@ -201,7 +201,7 @@ def _add(store: Store, path: Path, captioner: Captioner, prompt: Prompt, grid: s
     if image_id is None:
         raise MllmretError(f"--like {path}: captioned, but not found in the library afterwards")
     runs = None if run_ids is None else sorted({*run_ids, summary.run_id})
-    ref = _library_reference(store, image_id, runs)
+    ref = library_reference(store, image_id, runs)
     return Reference(ref.image_id, ref.path, ref.text, "added")
 
 
@@ -209,7 +209,8 @@ def _image_exists(store: Store, image_id: int) -> bool:
     return store.image_exists(image_id)
 
 
-def _library_reference(store: Store, image_id: int, run_ids: Sequence[int] | None) -> Reference:
+def library_reference(store: Store, image_id: int, run_ids: Sequence[int] | None = None) -> Reference:
+    """An image of the library as a reference, from its stored text (an error if it has none)."""
     text = image_text(store, image_id, run_ids)
     if not text:
         which = "" if run_ids is None else " in the selected runs (--run/--model)"
