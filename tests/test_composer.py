@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from mllm_retrieval.cli import app
 from mllm_retrieval.composed.benchmarks import fashioniq_triplets
-from mllm_retrieval.composed.composer import ComposerError, LearnedComposer, Triplet, train_composer
+from mllm_retrieval.composed.composer import ComposerError, LearnedComposer, Triplet
+from mllm_retrieval.composed.training import train_composer
 
 COLOURS = {"crimson": "red", "navy": "blue", "ivory": "white", "ebony": "black", "emerald": "green",
            "lemon": "yellow", "violet": "purple", "rose": "pink"}
@@ -74,9 +75,9 @@ def test_holdout_queries_share_no_reference_with_training():
     triplets = colour_swaps(400)
     _, report = train_composer(triplets, BagEmbedder(), epochs=1, hidden=8, holdout=0.25, progress=False)
     assert 0 < report.n_holdout < 400
-    from mllm_retrieval.composed.composer import _holdout_split
+    from mllm_retrieval.composed.training import holdout_split
 
-    train, held = _holdout_split(triplets, 0.25, 0)
+    train, held = holdout_split(triplets, 0.25, 0)
     assert not {triplets[i].reference for i in train} & {triplets[i].reference for i in held}
 
 
@@ -193,7 +194,8 @@ def test_search_like_ranks_with_the_learned_composer(tmp_path, tiny_embedder):
 
 
 def test_fine_tuned_encoder_learns_saves_and_is_a_sentence_model(tmp_path, tiny_embedder):
-    from mllm_retrieval.composed.composer import EncoderComposer, finetune_encoder, load_composer
+    from mllm_retrieval.composed.composer import EncoderComposer, load_composer
+    from mllm_retrieval.composed.training import finetune_encoder
     from mllm_retrieval.search.embedding import Embedder
 
     triplets = colour_swaps(240)
@@ -253,7 +255,7 @@ def test_eval_reports_both_composers_and_search_uses_the_encoder(tmp_path, tiny_
 
 
 def test_fine_tuning_masks_equal_captions_and_warms_up_then_decays():
-    from mllm_retrieval.composed.composer import _same_text, _warmup_decay
+    from mllm_retrieval.composed.training import _same_text, _warmup_decay
 
     mask = _same_text(["a red dress", "a blue shirt", "a red dress"]).tolist()
     assert mask == [[False, False, True], [False, False, False], [True, False, False]]

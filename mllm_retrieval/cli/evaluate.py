@@ -131,7 +131,7 @@ def train_composer(
     Reads official/cap.*.train.json and the BLIP-2 captions of the train images (never the val split
     that `mllmret eval --task composed --dataset fashioniq` scores); 10% of the training queries pick
     the epoch."""
-    from ..composed import composer as cm
+    from ..composed import training as cm
     from ..composed.benchmarks import fashioniq_triplets
     from ..config import composer_path
     from ..search.embedding import Embedder
