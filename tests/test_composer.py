@@ -262,3 +262,14 @@ def test_fine_tuning_masks_equal_captions_and_warms_up_then_decays():
     factors = [_warmup_decay(s, 100) for s in range(100)]
     assert factors[0] < factors[2] < factors[4] and max(factors) > 0.95
     assert factors[50] == pytest.approx(0.5) and factors[-1] < 0.02
+
+
+def test_training_without_a_holdout_keeps_an_epoch_even_at_a_high_loss():
+    from mllm_retrieval.composed.training import train_composer
+
+    triplets = [Triplet("ref", "mod", f"target {i}") for i in range(8)]  # cannot be told apart: loss ~ log 8
+    composer, report = train_composer(triplets, BagEmbedder(), epochs=2, batch_size=8, holdout=0.0,
+                                      progress=False)
+    assert report.best_epoch >= 1 and min(report.losses) > 1.0  # before: no epoch kept, a crash
+    ones = np.ones((1, 48), np.float32)
+    assert composer.compose_vectors(ones, ones).shape == (1, 48)

@@ -136,7 +136,7 @@ def train_composer(triplets: Sequence[Triplet], embedder, epochs: int = 12, batc
         m0 = vecs[[mods[i][0] for i in held]]
         report.baseline_r10 = recall_at(F.normalize(ref[held] + m0, dim=-1).numpy(), tgt[held].numpy())
     groups = by_group(triplets, train_idx)
-    best = Best(-1.0)
+    best = Best(-np.inf)  # the first epoch is kept even when its loss (no hold-out) is above 1
     start = time.perf_counter()
     for epoch in tqdm(range(epochs), desc="training", unit="epoch", disable=not progress):
         batches = epoch_batches(groups, batch_size, rng)
