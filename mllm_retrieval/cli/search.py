@@ -140,12 +140,14 @@ def search(
         searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder, min_similarity=cut[0],
                             min_relative=cut[1], progress=True, max_backlog=SEARCH_BACKLOG)
         if like is not None:
-            return _search_like(store, searcher, run_ids, like, text, k, as_json, mode, add=add,
-                                caption_backend=caption_backend, caption_model=caption_model,
-                                caption_prompt=caption_prompt, rewrite_with=rewrite_with,
-                                rewrite_model=rewrite_model, rewrite_prompt=rewrite_prompt,
-                                rewrite_timeout=rewrite_timeout,
-                                composer=learned)
+            from ..composed.like import LikeOptions, search_like_ref
+
+            options = LikeOptions(add=add, caption_backend=caption_backend, caption_model=caption_model,
+                                  caption_prompt=caption_prompt, rewrite_with=rewrite_with,
+                                  rewrite_model=rewrite_model, rewrite_prompt=rewrite_prompt,
+                                  rewrite_timeout=rewrite_timeout, composer=learned)
+            result = search_like_ref(store, searcher, like, text, k, run_ids, options)
+            return print_like(result, like, as_json, searcher, mode)
         results = searcher.search(parsed, k)
     print_notice(searcher)
     if not results:
@@ -175,34 +177,8 @@ def print_results(results, as_json: bool, mode: SearchMode) -> None:
             typer.echo(format_result(r, via=mode is not SearchMode.keyword, mode=mode.value))
 
 
-def _search_like(store, searcher, run_ids, like: str, modification: str, k: int, as_json: bool,
-                 mode: SearchMode, *, add: bool, caption_backend: str | None, caption_model: str | None,
-                 caption_prompt: str | None, rewrite_with: str | None, rewrite_model: str | None,
-                 rewrite_prompt: str, rewrite_timeout: float, composer=None) -> None:
-    """`search --like`: resolve the reference, compose, search, print the composition then the results.
-
-    `composer` is None for the rules alone, else a loaded learned composer (composed.composer)."""
-    from ..composed.like import resolve_reference, search_like
-    from ..composed.rewrite import Rewriter
-
-    learned = composer
-
-    rewriter = None
-    if rewrite_with is not None:  # a bad URL or prompt is an error before any captioning
-        rewriter = Rewriter.from_spec(rewrite_with, rewrite_model, prompt=rewrite_prompt,
-                                      timeout=rewrite_timeout)
-    elif rewrite_model is not None:
-        raise fail("--rewrite-model goes with --rewrite-with URL")
-    reference = resolve_reference(store, like, run_ids, backend=caption_backend, model=caption_model,
-                                  prompt=caption_prompt, add=add)
-    vector = None
-    if learned is not None:
-        vector = learned.query_vector(searcher.semantic.embedder, reference.text, modification)
-    if reference.source == "added":  # stored now: embedded now, as `mllmret caption` would
-        from ..library.embed import embed_library
-
-        embed_library(store, searcher.semantic.embedder)
-    result = search_like(searcher, reference, modification, k, rewriter=rewriter, query_vector=vector)
+def print_like(result, like: str, as_json: bool, searcher, mode: SearchMode) -> None:
+    """`search --like`: the composition (its warning on stderr), then the results."""
     print_notice(searcher)
     warning = result.composition.warning
     if warning:
@@ -212,7 +188,7 @@ def _search_like(store, searcher, run_ids, like: str, modification: str, k: int,
     else:
         typer.echo(format_composition(result))
     if not result.results:
-        typer.echo(f"no images like {like} match {modification!r}", err=True)
+        typer.echo(f"no images like {like} match {result.modification!r}", err=True)
         return
     print_results(result.results, as_json, mode)
 

@@ -273,6 +273,42 @@ def compose_like(reference_text: str, modification: str, rewriter: Rewriter | No
                        added=tuple(t for t in words if t not in ref_set), text=described, rewrite=described)
 
 
+@dataclass(frozen=True)
+class LikeOptions:
+    """How `search --like` makes its reference and its query, as the CLI's options say."""
+
+    add: bool = False  # a new file is stored (and embedded), not only captioned
+    caption_backend: str | None = None
+    caption_model: str | None = None
+    caption_prompt: str | None = None
+    rewrite_with: str | None = None  # an OpenAI-compatible URL: an LLM writes the query
+    rewrite_model: str | None = None
+    rewrite_prompt: str = "rewrite"
+    rewrite_timeout: float = 30.0
+    composer: Any = None  # a loaded learned composer (composer.load_composer), else the rules alone
+
+
+def search_like_ref(store: Store, searcher: Searcher, like: str, modification: str, k: int,
+                    run_ids: Sequence[int] | None = None, options: LikeOptions = LikeOptions()) -> LikeResult:
+    """`search --like REF words…`: resolve REF (an id, a stored path or a new file), compose, search."""
+    rewriter = None
+    if options.rewrite_with is not None:  # a bad URL or prompt is an error before any captioning
+        rewriter = Rewriter.from_spec(options.rewrite_with, options.rewrite_model,
+                                      prompt=options.rewrite_prompt, timeout=options.rewrite_timeout)
+    elif options.rewrite_model is not None:
+        raise MllmretError("--rewrite-model goes with --rewrite-with URL")
+    reference = resolve_reference(store, like, run_ids, backend=options.caption_backend,
+                                  model=options.caption_model, prompt=options.caption_prompt, add=options.add)
+    vector = None
+    if options.composer is not None:
+        vector = options.composer.query_vector(searcher.semantic.embedder, reference.text, modification)
+    if reference.source == "added":  # stored now: embedded now, as `mllmret caption` would
+        from ..library.embed import embed_library
+
+        embed_library(store, searcher.semantic.embedder)
+    return search_like(searcher, reference, modification, k, rewriter=rewriter, query_vector=vector)
+
+
 def search_like(searcher: Searcher, reference: Reference, modification: str, k: int = 10,
                 mode: str | None = None, rewriter: Rewriter | None = None,
                 query_vector: np.ndarray | None = None) -> LikeResult:
