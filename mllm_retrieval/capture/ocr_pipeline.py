@@ -1,8 +1,8 @@
 """The OCR stage: images -> text lines -> store, with the caption pipeline's scan, resume and dedupe.
 
 It reads whole images (the tile "full"), and with grid="2x2" their tiles as well: on the hand-labelled COCO
-photos that found 72% of the words instead of 66%, at 4.3x the time (bench/ocr_tiles.py). Each batch of
-images commits on its own, so an interrupted run resumes where it stopped.
+photos that found 72% of the words instead of 66%, at 4.3x the time (bench/ocr_tiles.py). Scan, resume and
+batches: stage.run_stage.
 """
 
 from __future__ import annotations
@@ -11,17 +11,13 @@ import os
 import time
 from collections.abc import Iterable
 
-from tqdm import tqdm
-
-from ..errors import ImageError
 from ..library.store import Store
-from .images import Skipped, open_image
+from .images import open_image
 from .ocr import KIND, Line, OcrEngine, lines_raw, searchable_text
 from .parsing import Parsed
-from .pipeline import Summary, plan, scan
-from .tiling import crop, grid_boxes
-
-BATCH = 8  # tiles per transaction
+from .pipeline import Summary
+from .stage import Row, run_stage
+from .tiling import Box, crop
 
 
 def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngine, force: bool = False,
@@ -29,40 +25,19 @@ def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngin
     """Read the text in every image (and, with a grid, every tile) under `paths` not read by this run yet.
 
     Each tile's lines are stored with boxes in the whole image's pixels, so they draw where they are."""
-    start = time.perf_counter()
-    grid_boxes(64, 64, grid)  # validate before any work
     run = store.get_or_create_run(engine.backend, engine.model_id, engine.params(), kind=KIND)
-    summary = Summary(run_id=run.id)
-    jobs = scan(store, list(paths), summary, force, progress, max_pixels)
-    pending = plan(store, run.id, jobs, grid, 0.0, force, summary)
-    rows: list[tuple[int, str, Parsed, float]] = []
 
-    def flush() -> None:
-        with store.atomic():
-            store.add_captions(run.id, rows, replace=force)
-        rows.clear()
-
-    for job, todo in tqdm(pending, desc="reading text", unit="img", disable=not progress):
-        try:
-            image = open_image(job.path, max_pixels)
-        except ImageError as e:
-            summary.failed.append(Skipped(job.path, str(e)))
-            continue
+    def read(path: str, todo: list[tuple[int, Box]]) -> list[Row]:
+        image = open_image(path, max_pixels)
+        rows = []
         for tile_id, box in todo:
             t0 = time.perf_counter()
-            lines = engine.read(crop(image, box))
-            lines = [shifted(line, box.x0, box.y0) for line in lines]
-            rows.append((tile_id, lines_raw(lines), Parsed((), searchable_text(lines)),
-                         time.perf_counter() - t0))
-        summary.captioned_images += 1
-        summary.captioned_tiles += len(todo)
-        if len(rows) >= BATCH:
-            flush()
-    if rows:
-        flush()
-    store.finish_run(run.id)
-    summary.seconds = time.perf_counter() - start
-    return summary
+            lines = [shifted(line, box.x0, box.y0) for line in engine.read(crop(image, box))]
+            seconds = time.perf_counter() - t0
+            rows.append((tile_id, lines_raw(lines), Parsed((), searchable_text(lines)), seconds))
+        return rows
+
+    return run_stage(store, run, paths, read, "reading text", grid, force, progress, max_pixels)
 
 
 def shifted(line: Line, dx: int, dy: int) -> Line:

@@ -16,7 +16,8 @@ from .main import (
     open_store,
 )
 
-tags_app = typer.Typer(help="Keywords where photo tools look: XMP sidecars.", no_args_is_help=True)
+tags_app = typer.Typer(help="Keywords where photo tools look (XMP sidecars): write ours, read a person's.",
+                       no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
 
 
@@ -60,3 +61,25 @@ def tags_write(
                f"{len(s.skipped)} skipped", err=True)
     for item in s.skipped:
         typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+
+
+@tags_app.command("read")
+def tags_read(
+    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
+    force: Annotated[bool, typer.Option(help="Read again what this library has read (edited keywords).")] = (
+        False),
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Make the keywords, titles and descriptions a person gave each photo searchable.
+
+    Read from XMP sidecars (IMG.jpg.xmp, IMG.xmp), embedded XMP and IPTC, and EXIF (ImageDescription, XP
+    keywords): stored as a "metadata" run beside the captions, no model needed. Our own keywords (from
+    `tags write`) are not read back."""
+    from ..metadata.read import read_metadata
+    from .caption import embed_stored, print_summary
+
+    with open_store(db) as store:
+        summary = read_metadata(store, paths, force=force, progress=not quiet)
+        print_summary(summary, "read metadata of")
+        embed_stored(store, None, quiet)

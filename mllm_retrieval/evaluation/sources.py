@@ -181,7 +181,8 @@ def jsonl_images(records: list[JsonlRecord], model: str | None, per_model: bool,
 def db_sources(store, evalset: EvalSet, run: int | None = None, model: str | None = None,
                per_model: bool = False) -> list[SourceText]:
     """One SourceText per chosen model of the database's runs, matched to the evaluation set."""
-    runs = [(i, m) for i, m, _ in store.run_models()]
+    # a person's own metadata (tags read) is a source only when asked for by --run or --model
+    runs = [(i, m) for i, m, kind in store.run_models() if kind != "metadata" or run == i or model == m]
     ocr_runs: list[int] = []
     if run is not None:
         runs = [r for r in runs if r[0] == run]

@@ -258,3 +258,21 @@ def _has_properties(root: ET.Element) -> bool:
         if len(d) or any(k != _q("rdf", "about") for k in d.attrib):
             return True
     return len(_rdf(root)) > len(_rdf(root).findall(_q("rdf", "Description")))
+
+
+def person_text(data: bytes) -> tuple[list[str], str, str]:
+    """(keywords, title, description) a person wrote in an XMP packet; ours (the `mllmret:` record, the
+    mllmret| hierarchy) are left out, so reading back a sidecar we wrote finds only theirs."""
+    root = parse(data)
+    record = _ours(root, "subjects")
+    ours = {t.casefold() for t in _items_of(record[1])} if record is not None else set()
+    hier = _items(root, "lr", "hierarchicalSubject")
+    theirs = {h.rsplit("|", 1)[-1].casefold() for h in hier if not h.startswith(PARENT + "|")}
+    ours |= {h.split("|", 1)[1].casefold() for h in hier if h.startswith(PARENT + "|")} - theirs
+    words = [clean(s) for s in _items(root, "dc", "subject") if s.casefold() not in ours]
+    words += [clean(h.rsplit("|", 1)[-1]) for h in hier if not h.startswith(PARENT + "|")]
+    title = next((clean(t) for t in _items(root, "dc", "title") if clean(t)), "")
+    mine = _ours(root, "description")
+    description = next((clean(d) for d in _items(root, "dc", "description")
+                        if clean(d) and (mine is None or d != (mine[1].text or ""))), "")
+    return list(dict.fromkeys(w for w in words if w)), title, description
