@@ -39,6 +39,12 @@ def embed_library(store: Store, embedder=None, run_ids: list[int] | None = None,
     StoreIndex(store, run_ids).sync()
     if not embed:
         return None
+    from ..search.embedding import meaning_unavailable
+
+    reason = meaning_unavailable(embedder)
+    if reason is not None:  # a keyword-only install: nothing to embed with, and keyword search works
+        log.warning("not embedding: %s", reason.removesuffix("; answered by keyword"))
+        return None
     from ..search.index.semantic_index import SemanticIndex
 
     index = SemanticIndex(store, run_ids, embedder, progress=progress)

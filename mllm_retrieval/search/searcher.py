@@ -114,6 +114,12 @@ class Searcher:
         q = parse_query(query) if isinstance(query, str) else query
         mode = check_mode(mode or self.mode)
         self.notice, self.hidden = None, 0
+        if mode != "keyword" and self._semantic is None:
+            from .embedding import meaning_unavailable
+
+            reason = meaning_unavailable(self._embedder)
+            if reason is not None:  # a keyword-only install: keyword search, and one line that says so
+                mode, self.notice = "keyword", reason
         if mode != "keyword" and self.max_backlog is not None:
             pending = self.semantic.backlog()
             if pending > self.max_backlog:

@@ -20,7 +20,7 @@ from ..library.details import card_info, image_detail, indexed_file
 from ..library.embed import SEARCH_BACKLOG
 from ..library.store import Store
 from ..search.cutoff import MIN_RELATIVE, MIN_SIMILARITY
-from ..search.embedding import EmbedderError
+from ..search.embedding import EmbedderError, meaning_unavailable
 from ..search.query import parse_query, why_empty
 from ..search.searcher import DEFAULT_MODE, Searcher
 
@@ -120,7 +120,7 @@ def _searcher(lib: Library, store: Store, mode: str, more_meaning: bool = False)
         lib.searcher = Searcher(store, None, mode=lib.mode, embedder=lib.embedder, max_backlog=SEARCH_BACKLOG)
     cut = (None, None) if more_meaning else (MIN_SIMILARITY, MIN_RELATIVE)
     lib.searcher.min_similarity, lib.searcher.min_relative = cut
-    if mode != "keyword":
+    if mode != "keyword" and meaning_unavailable(lib.embedder) is None:  # else: keyword, with a notice
         _load_embedder(lib.searcher)
     return lib.searcher
 

@@ -37,6 +37,10 @@ class TransformersCaptioner:
         min_new_tokens: int | None = None,
         image_splitting: bool | None = None,
     ) -> None:
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendError(f"the transformers backend needs {' and '.join(missing)}: pip install "
+                               "'mllm-retrieval[local]' (or caption through a server: --backend openai)")
         self.model_id = model or DEFAULT_MODEL
         self.device = device
         self.dtype = dtype
