@@ -38,11 +38,11 @@ from mllm_retrieval.capture.tiling import grid_boxes  # noqa: E402
 from mllm_retrieval.library.store import Store  # noqa: E402
 
 
-def matmul_gflops(n: int = 2048, repeat: int = 6) -> float:
-    """float32 n x n matmul throughput with torch's threads: the compute roofline."""
+def matmul_gflops(n: int = 2048, repeat: int = 6, dtype: str = "float32") -> float:
+    """n x n matmul throughput in `dtype` with torch's threads: the compute roofline."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a, b = torch.randn(n, n).to(getattr(torch, dtype)), torch.randn(n, n).to(getattr(torch, dtype))
     a @ b
     t = time.perf_counter()
     for _ in range(repeat):
@@ -149,6 +149,9 @@ def main() -> None:
     p.add_argument("--grid", default="2x2")
     p.add_argument("--splitting", default="off", help="end-to-end rows: model splitting on/off/both")
     p.add_argument("--skip-tile", action="store_true", help="skip the per-tile breakdown")
+    p.add_argument("--dtype", default="float32",
+                   help="weights dtype(s), comma-separated: float32, bfloat16 (native on CPUs with "
+                   "AVX512-BF16 or AMX), or auto (what `caption` picks here)")
     args = p.parse_args()
 
     import torch
@@ -159,18 +162,23 @@ def main() -> None:
     if not sources:
         sys.exit(f"no .jpg images in {args.images}")
     prompt = load_prompt()
-    peak, bw = matmul_gflops(), read_gbs()
+    dtypes = args.dtype.split(",")
+    resolved = {d: get_captioner("transformers", model=str(folder), dtype=d).resolved_dtype() for d in dtypes}
+    peaks = {d: matmul_gflops(dtype=d) for d in sorted(set(resolved.values()))}
+    bw = read_gbs()
     print(f"shape={args.shape} params={count_params(folder) / 1e6:.0f}M threads={torch.get_num_threads()} "
           f"tokens/answer={args.tokens} grid={args.grid}")
-    print(f"machine: float32 matmul {peak:.0f} GFLOP/s, memory read {bw:.1f} GB/s")
+    print("machine: " + ", ".join(f"{d} matmul {g:.0f} GFLOP/s" for d, g in peaks.items())
+          + f", memory read {bw:.1f} GB/s")
 
-    if not args.skip_tile:
-        captioner = get_captioner("transformers", model=str(folder), dtype="float32")
+    for dtype in [] if args.skip_tile else dtypes:
+        peak = peaks[resolved[dtype]]
+        captioner = get_captioner("transformers", model=str(folder), dtype=dtype)
         captioner.load()
         with open_image(sources[0]) as im:
             box = grid_boxes(im.width, im.height, args.grid)[1]
             tile = im.crop((box.x0, box.y0, box.x1, box.y1))
-        print(f"\none tile ({tile.width}x{tile.height}), batch 1:")
+        print(f"\none tile ({tile.width}x{tile.height}), batch 1, {resolved[dtype]}:")
         print(f"{'splitting':>9} {'sub-imgs':>8} {'img tok':>7} {'seq':>5} {'vision s':>8} {'%peak':>6} "
               f"{'prefill s':>9} {'%peak':>6} {'decode tok/s':>12} {'%bw':>5}")
         off = tile_costs(captioner, tile, prompt.text, args.tokens, False, peak, bw)
@@ -186,9 +194,10 @@ def main() -> None:
         (tmp / src.name).symlink_to(src)
     modes = {"on": [True], "off": [False], "both": [True, False]}[args.splitting]
     print(f"\n{args.photos} photos, full + {args.grid} tiles, through caption_paths:")
-    print(f"{'splitting':>9} {'batch':>5} {'s/photo':>8} {'images/hour':>11} {'peak RSS MB':>11}")
-    for splitting in modes:
-        captioner = get_captioner("transformers", model=str(folder), dtype="float32",
+    print(f"{'dtype':>8} {'splitting':>9} {'batch':>5} {'s/photo':>8} {'images/hour':>11} "
+          f"{'peak RSS MB':>11}")
+    for dtype, splitting in [(d, s) for d in dtypes for s in modes]:
+        captioner = get_captioner("transformers", model=str(folder), dtype=dtype,
                                   image_splitting=splitting, max_new_tokens=args.tokens,
                                   min_new_tokens=args.tokens)
         captioner.load()
@@ -200,7 +209,8 @@ def main() -> None:
                 dt = time.perf_counter() - t
             per = dt / max(s.captioned_images, 1)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"{'on' if splitting else 'off':>9} {bs:>5} {per:>8.1f} {3600 / per:>11.0f} {rss:>11.0f}")
+            print(f"{resolved[dtype]:>8} {'on' if splitting else 'off':>9} {bs:>5} {per:>8.1f} "
+                  f"{3600 / per:>11.0f} {rss:>11.0f}")
 
 
 if __name__ == "__main__":
