@@ -4,8 +4,8 @@ what is missing is said in one line."""
 from __future__ import annotations
 
 import pytest
-
 from cli_helpers import mllmret
+
 from mllm_retrieval.errors import BackendError
 from mllm_retrieval.search import embedding
 
