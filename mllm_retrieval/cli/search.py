@@ -266,4 +266,5 @@ def demo(
             if not results:
                 typer.echo(f"no images match {q!r}")
             print_hidden(searcher, err=False)
+    print_notice(searcher)  # e.g. answered by keyword: a keyword-only install
     typer.echo("\nNext: `mllmret caption ~/Pictures` describes your own photos with a local model.")
