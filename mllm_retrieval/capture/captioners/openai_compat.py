@@ -6,6 +6,7 @@ import base64
 import io
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -55,6 +56,8 @@ class OpenAICaptioner:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.max_new_tokens = max_new_tokens
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     def params(self) -> dict[str, Any]:
         """Settings that change the output."""
@@ -62,12 +65,32 @@ class OpenAICaptioner:
 
     def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
         """One request per image, at most `concurrency` in flight."""
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=self.timeout, headers=headers) as client:
+        with self._new_client() as client:
             if len(images) == 1 or self.concurrency == 1:
                 return [self._one(client, im, prompt) for im in images]
             with ThreadPoolExecutor(self.concurrency) as pool:
                 return list(pool.map(lambda im: self._one(client, im, prompt), images))
+
+    def describe_one(self, image: Image.Image, prompt: str) -> str:
+        """One image's answer on a client shared across threads: the pipeline keeps `concurrency` of
+        these in flight across photos (capture/streaming.py)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._new_client()
+        return self._one(self._client, image, prompt)
+
+    def close(self) -> None:
+        """Close the shared client of `describe_one`."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _new_client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=max(100, self.concurrency),
+                              max_keepalive_connections=max(20, self.concurrency))
+        return httpx.Client(timeout=self.timeout, headers=headers, limits=limits)
 
     def _one(self, client: httpx.Client, image: Image.Image, prompt: str) -> str:
         payload = {
