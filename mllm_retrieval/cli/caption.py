@@ -48,12 +48,15 @@ def caption(
         DType.auto),
     quantize: Annotated[Quantize, typer.Option(help="bitsandbytes quantisation (CUDA).")] = (
         Quantize.none),
-    base_url: Annotated[str | None, typer.Option(
-        envvar="MLLMRET_BASE_URL", help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        envvar="MLLMRET_BASE_URL", help="openai: server URL, e.g. http://127.0.0.1:8000/v1; repeat it "
+        "(or give a comma list) to spread requests over several servers serving the same model.",
+    )] = None,
     api_key: Annotated[str | None, typer.Option(
         envvar="MLLMRET_API_KEY", help="openai: API key (or OPENAI_API_KEY).", show_default=False,
     )] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="openai: requests in flight.")] = 4,
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="openai: requests in flight, across photos and servers.")] = 4,
     timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="openai: retries on 429/5xx/timeouts.")] = 4,
     captions: Annotated[Path | None, typer.Option(
