@@ -62,6 +62,9 @@ def caption(
     captions: Annotated[Path | None, typer.Option(
         help="import: the JSONL file of captions made elsewhere.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
+    shards: Annotated[Path | None, typer.Option(
+        help="Write captions as JSONL shards into this folder instead of a database (a worker that "
+        "cannot reach it); `mllmret import DIR` merges them.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Count what is new, time one batch on the model, print the estimate; "
         "store nothing.")] = False,
@@ -105,6 +108,12 @@ def caption(
     )
     if dry_run:
         return _dry_run(db, paths, captioner, load_prompt(prompt), grid, overlap, batch_size)
+    if shards is not None:
+        from ..capture.shards import caption_to_shards
+
+        return print_summary(caption_to_shards(paths, captioner, load_prompt(prompt), shards, grid=grid,
+                                               overlap=overlap, batch_size=batch_size, force=force,
+                                               progress=not quiet), where=f"into shards in {shards}")
     with open_store(db) as store:
         summary = caption_paths(
             store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
@@ -159,9 +168,9 @@ def _ocr(store, paths: list[Path], reader, force: bool, quiet: bool, grid: str) 
     print_summary(summary, "read text in")
 
 
-def print_summary(s, verb: str = "captioned") -> None:
+def print_summary(s, verb: str = "captioned", where: str | None = None) -> None:
     typer.echo(
-        f"run {s.run_id}: {verb} {s.captioned_images} images ({s.captioned_tiles} tiles) in "
+        f"{where or f'run {s.run_id}'}: {verb} {s.captioned_images} images ({s.captioned_tiles} tiles) in "
         f"{s.seconds:.1f}s ({s.images_per_second:.2f} images/s); {s.already_done} already "
         f"captioned, {s.duplicates} duplicate files, {len(s.failed)} skipped",
         err=True,
@@ -172,7 +181,8 @@ def print_summary(s, verb: str = "captioned") -> None:
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="JSONL: path|file_name|image_id, text, ...")],
+    file: Annotated[Path, typer.Argument(
+        help="JSONL: path|file_name|image_id, text, ...; or a folder of JSONL shards (caption --shards).")],
     images: Annotated[Path | None, typer.Option(help="Folder that file_name is relative to.")] = (
         None),
     model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
@@ -188,7 +198,12 @@ def import_(
     from ..library.jsonl import import_jsonl, skipped_report
 
     with open_store(db) as store:
-        s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
+        if file.is_dir():
+            from ..capture.shards import import_shards
+
+            s = import_shards(store, file, progress=not quiet)
+        else:
+            s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
         typer.echo(
             f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
             f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
