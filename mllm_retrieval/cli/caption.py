@@ -62,6 +62,13 @@ def caption(
     captions: Annotated[Path | None, typer.Option(
         help="import: the JSONL file of captions made elsewhere.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Caption on Ray actors ([ray] extra): local (start one here), auto (join the "
+        "running cluster) or a cluster address. Photos must be readable at their paths on every node.",
+        show_default=False)] = None,
+    workers: Annotated[int, typer.Option(min=1, help="--ray: actors, one model each.")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, help="--ray: CPUs per actor.")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="--ray: GPUs per actor.")] = 0.0,
     shards: Annotated[Path | None, typer.Option(
         help="Write captions as JSONL shards into this folder instead of a database (a worker that "
         "cannot reach it); `mllmret import DIR` merges them.")] = None,
@@ -99,13 +106,14 @@ def caption(
         with open_store(db) as store:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
             return embed_stored(store, embedder, quiet, embed=not no_embed)
-    captioner = get_captioner(
-        backend, model=model, device=device.value, dtype=dtype.value,
-        quantize=None if quantize is Quantize.none else quantize.value,
-        max_new_tokens=max_new_tokens, base_url=base_url, api_key=api_key,
-        concurrency=concurrency, timeout=timeout, retries=retries,
-        image_splitting=image_splitting.resolve(grid),
-    )
+    options = {
+        "model": model, "device": device.value, "dtype": dtype.value,
+        "quantize": None if quantize is Quantize.none else quantize.value,
+        "max_new_tokens": max_new_tokens, "base_url": base_url, "api_key": api_key,
+        "concurrency": concurrency, "timeout": timeout, "retries": retries,
+        "image_splitting": image_splitting.resolve(grid),
+    }
+    captioner = get_captioner(backend, **options)
     if dry_run:
         return _dry_run(db, paths, captioner, load_prompt(prompt), grid, overlap, batch_size)
     if shards is not None:
@@ -115,14 +123,29 @@ def caption(
                                                overlap=overlap, batch_size=batch_size, force=force,
                                                progress=not quiet), where=f"into shards in {shards}")
     with open_store(db) as store:
-        summary = caption_paths(
-            store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
-            batch_size=batch_size, force=force, progress=not quiet,
-        )
+        if ray is not None:
+            summary = _caption_on_ray(store, paths, backend, options, load_prompt(prompt), ray, workers,
+                                      cpus_per_worker, gpus_per_worker, grid, overlap, batch_size, force,
+                                      quiet)
+        else:
+            summary = caption_paths(
+                store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
+                batch_size=batch_size, force=force, progress=not quiet,
+            )
         print_summary(summary)
         if reader is not None:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
         embed_stored(store, embedder, quiet, embed=not no_embed)
+
+
+def _caption_on_ray(store, paths: list[Path], backend: str, options: dict, prompt, address: str, workers: int,
+                    cpus: float, gpus: float, grid: str, overlap: float, batch_size: int, force: bool,
+                    quiet: bool):
+    from ..capture.distributed import caption_with_ray
+
+    return caption_with_ray(store, paths, backend, options, prompt, address=address, workers=workers,
+                            cpus_per_worker=cpus, gpus_per_worker=gpus, grid=grid, overlap=overlap,
+                            batch_size=batch_size, force=force, progress=not quiet)
 
 
 def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:
