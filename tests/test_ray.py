@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import sqlite3
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +16,7 @@ from fakes import FakeCaptioner
 from PIL import Image
 from test_shards import library_rows
 
-from mllm_retrieval.capture.captioners import register, unregister
+from mllm_retrieval.capture.captioners import get_captioner, register, unregister
 from mllm_retrieval.capture.pipeline import caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import MllmretError
@@ -108,3 +112,59 @@ def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MllmretError, match=r'pip install -e "\.\[ray\]"'):
         import_ray()
+
+
+def test_the_tiny_transformers_model_writes_the_same_captions_as_locally(cluster, photos, tiny_llava):
+    options = {"model": str(tiny_llava), "max_new_tokens": 8, "device": "cpu", "dtype": "float32"}
+    with Store(memory=True) as local, Store(memory=True) as store:
+        caption_paths(local, [photos], get_captioner("transformers", **options), PROMPT, batch_size=4,
+                      progress=False)
+        s = on_ray(store, [photos], backend="transformers", options=options, batch_size=4)
+        assert (s.captioned_tiles, s.failed) == (20, [])
+        assert library_rows(store) == library_rows(local)  # greedy: batching and workers change nothing
+
+
+DRIVER = ("import sys; from mllm_retrieval.capture.captioners import register; "
+          "register('slow', lambda **kw: __import__('fakes').FakeCaptioner(delay=0.3, **kw)); "
+          "from mllm_retrieval.cli import app; sys.argv[0] = 'mllmret'; app()")
+
+
+def test_kill_9_of_the_driver_then_rerun_captions_every_photo_once(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (64, 64), (i * 20, 100, 50)).save(folder / f"{i:02}.png")
+    db = tmp_path / "kill.db"
+    cmd = [sys.executable, "-c", DRIVER, "caption", str(folder), "--backend", "slow", "--ray", "local",
+           "--workers", "2", "--batch-size", "2", "--no-embed", "-q", "--db", str(db)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
+    stored, deadline = 0, time.time() + 120
+    while time.time() < deadline and stored < 10:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db) as conn:
+                stored = conn.execute("SELECT count(*) FROM captions").fetchone()[0]
+        except sqlite3.OperationalError:
+            pass
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 10 <= stored < 60, "the driver should have been killed part-way"
+    _, alive = psutil.wait_procs(children, timeout=10)
+    names = []
+    for p in alive:  # never leave the local Ray behind
+        try:
+            names.append(p.name())
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    # Ray's own agents (2.60) outlive a driver killed with -9; its cluster and workers do not
+    assert set(names) <= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}, names
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with sqlite3.connect(db) as conn:
+        total, distinct = conn.execute("SELECT count(*), count(DISTINCT tile_id) FROM captions").fetchone()
+    assert total == distinct == 12 * 5
+    assert "already captioned" in done.stderr
