@@ -101,6 +101,8 @@ def caption(
             raise fail("--backend import needs --captions FILE.jsonl")
         return import_(captions, images=paths[0] if paths else None, model=model, no_embed=no_embed,
                        embedder=embedder, db=db)
+    if ray is not None and shards is not None:
+        raise fail("--ray writes the database and --shards writes files instead: use one of them")
     reader = _ocr_engine() if ocr or ocr_only else None
     if ocr_only:
         with open_store(db) as store:
