@@ -8,6 +8,8 @@ here (tests/tiny_models.py; answers pinned to --tokens new tokens), so the numbe
 quality. The "no model" cases use a captioner that answers at once (tests/fakes.py), so their time is
 the pipeline itself: scan, plan, decode and crop, and for Ray the cluster start, actor start-up,
 transfer and the driver's commits. Ray is started once per case (as `mllmret caption --ray local` does).
+A Ray actor with one CPU runs torch on one thread; "local, 1 torch thread" is the same on the local path
+(on a loaded 2-core machine torch's default of 2 threads can be many times slower than 1).
 """
 
 from __future__ import annotations
@@ -32,12 +34,19 @@ from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
 from mllm_retrieval.library.store import Store  # noqa: E402
 
 
-def local(folder: Path, backend: str, options: dict, batch: int) -> float:
+def local(folder: Path, backend: str, options: dict, batch: int, threads: int | None = None) -> float:
+    import torch
+
+    default = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)  # as a Ray actor with 1 CPU (Ray sets OMP_NUM_THREADS=1)
     with Store(memory=True) as store:
         t0 = time.perf_counter()
         caption_paths(store, [folder], get_captioner(backend, **options), load_prompt(), batch_size=batch,
                       progress=False)
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+    torch.set_num_threads(default)
+    return seconds
 
 
 def on_ray(folder: Path, backend: str, options: dict, batch: int, workers: int) -> float:
@@ -72,7 +81,9 @@ def main() -> None:
     print("| captioner | executor | s | images/s |")
     print("|---|---|---|---|")
     for label, backend, options in (("no model", "instant", {}), ("tiny LLaVA", "transformers", tiny)):
-        cases = [("local", lambda b=backend, o=options: local(folder, b, o, args.batch_size))]
+        cases = [("local", lambda b=backend, o=options: local(folder, b, o, args.batch_size)),
+                 ("local, 1 torch thread",
+                  lambda b=backend, o=options: local(folder, b, o, args.batch_size, 1))]
         cases += [(f"ray, {w} worker{'s' * (w > 1)}",
                    lambda b=backend, o=options, w=w: on_ray(folder, b, o, args.batch_size, w))
                   for w in (1, 2)]

@@ -145,27 +145,39 @@ def caption_with_ray(
     ray = import_ray()
     start = time.perf_counter()
     grid_boxes(64, 64, grid, overlap)  # validate before any work
-    captioner = get_captioner(backend, **options)  # the run's identity; models load lazily, in the actors
-    run = store.get_or_create_run(
-        captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text)
-    summary = Summary(run_id=run.id)
-    paths = list(paths)
-    jobs = scan(store, paths, summary, force, progress, max_pixels)
-    pending = plan(store, run.id, jobs, grid, overlap, force, summary)
-    if pending:
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
-                     log_to_driver=False)
-        try:
+    get_captioner(backend, **options)  # options checked here, before anything starts
+    summary = Summary(run_id=0)
+    jobs = scan(store, list(paths), summary, force, progress, max_pixels)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
+                 log_to_driver=False)
+    try:
+        run = store.get_or_create_run(*_identity(ray, backend, options, cpus_per_worker, gpus_per_worker),
+                                      prompt.name, prompt.text)
+        summary.run_id = run.id
+        pending = plan(store, run.id, jobs, grid, overlap, force, summary)
+        if pending:
             _caption(ray, store, run.id, pending, backend, options, prompt, workers, cpus_per_worker,
                      gpus_per_worker, batch_size, force, progress, max_pixels, summary)
-        finally:
-            if started:
-                ray.shutdown()
+    finally:
+        if started:
+            ray.shutdown()
     store.finish_run(run.id)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _identity(ray: Any, backend: str, options: dict[str, Any], cpus: float, gpus: float
+              ) -> tuple[str, str, dict[str, Any]]:
+    """(backend, model, params) as a worker sees them: settings such as dtype `auto` resolve where the
+    model runs (a GPU worker's float16 is not the driver's float32)."""
+    def identity(entry: Any) -> tuple[str, str, dict[str, Any]]:
+        c = CaptionerActor(entry, options, "", None).captioner
+        return c.backend, c.model_id, c.params()
+
+    task = ray.remote(identity).options(num_cpus=cpus, num_gpus=gpus or None)
+    return ray.get(task.remote(factory(backend)))
 
 
 def _caption(ray: Any, store: Store, run_id: int, pending: list, backend: str, options: dict[str, Any],
