@@ -108,6 +108,18 @@ def test_cli_ray_stores_and_reports(cluster, photos, tmp_path):
     assert "captioned 0 images" in r.output and "4 already captioned" in r.output
 
 
+def test_a_cluster_that_cannot_be_joined_is_one_line(monkeypatch, photos):
+    def refuse(**_):
+        raise ConnectionError("Could not find any running Ray instance.\nmore lines")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with Store(memory=True) as store, pytest.raises(MllmretError) as e:
+        caption_with_ray(store, [photos], "transformers", {}, PROMPT, address="auto", progress=False)
+    assert str(e.value) == ("cannot join the Ray cluster at 'auto': Could not find any running Ray "
+                            "instance.; start one with `ray start --head`, or use --ray local")
+
+
 def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MllmretError, match=r'pip install -e "\.\[ray\]"'):

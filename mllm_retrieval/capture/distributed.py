@@ -150,8 +150,7 @@ def caption_with_ray(
     jobs = scan(store, list(paths), summary, force, progress, max_pixels)
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
-                 log_to_driver=False)
+        _connect(ray, address)
     try:
         run = store.get_or_create_run(*_identity(ray, backend, options, cpus_per_worker, gpus_per_worker),
                                       prompt.name, prompt.text)
@@ -166,6 +165,18 @@ def caption_with_ray(
     store.finish_run(run.id)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _connect(ray: Any, address: str | None) -> None:
+    """Start a local Ray (None, "local") or join a cluster ("auto", an address); one line if it fails."""
+    try:
+        ray.init(address=None if address in (None, "local") else address, include_dashboard=False,
+                 log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = "start a local Ray" if address in (None, "local") else f"join the Ray cluster at {address!r}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise MllmretError(
+            f"cannot {where}: {first}; start one with `ray start --head`, or use --ray local") from None
 
 
 def _identity(ray: Any, backend: str, options: dict[str, Any], cpus: float, gpus: float
