@@ -72,6 +72,20 @@ def test_a_server_drained_mid_run_leaves_the_work_to_the_other(store, many_photo
         assert len(b.requests) >= 27
 
 
+def test_a_server_stopped_mid_run_leaves_the_work_to_the_other(store, many_photos):
+    with serve(delay=0.02) as a, serve(delay=0.02) as b:
+        def stop_after_five(body):
+            if len(a.requests) == 5:
+                a.stop()
+            return Reply(delay=0.02)
+
+        a.responder = stop_after_five
+        s = caption_paths(store, [many_photos], captioner([a.base_url, b.base_url], concurrency=4), PROMPT,
+                          batch_size=4, progress=False)
+        assert a.stopped and s.captioned_tiles == 30 == captions(store)
+        assert len(b.requests) >= 25
+
+
 def test_an_unreachable_server_is_skipped(store, many_photos):
     with serve() as b:
         dead = f"http://127.0.0.1:{closed_port()}/v1"
