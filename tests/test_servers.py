@@ -14,7 +14,7 @@ from mllm_retrieval.capture.captioners.servers import ServerPool, split_urls
 from mllm_retrieval.capture.pipeline import caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.capture.tiling import Box
-from mllm_retrieval.library.store import Store, _run_key
+from mllm_retrieval.library.store import Store, run_key
 
 PROMPT = load_prompt()
 
@@ -133,7 +133,7 @@ def test_old_server_runs_are_rekeyed_and_merged(tmp_path):
             s.db.execute(
                 "INSERT INTO runs (key, backend, model, prompt, params, started_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                [_run_key("openai", "m", params, "P")[0], "openai", "m", "P", json.dumps(params), "t"])
+                [run_key("openai", "m", params, "P")[0], "openai", "m", "P", json.dumps(params), "t"])
             run_id = s.db.execute("SELECT max(id) FROM runs").fetchone()[0]
             for t in tiles:
                 s.db.execute("INSERT INTO captions (tile_id, run_id, raw, tags, caption, created_at) "
@@ -142,6 +142,6 @@ def test_old_server_runs_are_rekeyed_and_merged(tmp_path):
     with Store(path) as s:
         runs = s.db.execute("SELECT id, key FROM runs").fetchall()
         assert len(runs) == 1
-        assert runs[0][1] == _run_key("openai", "m", {"max_new_tokens": 160, "temperature": 0}, "P")[0]
+        assert runs[0][1] == run_key("openai", "m", {"max_new_tokens": 160, "temperature": 0}, "P")[0]
         rows = s.db.execute("SELECT tile_id, raw FROM captions ORDER BY tile_id").fetchall()
         assert rows == [(tile, "from 8000"), (tile2, "from 8001")]  # one caption per tile, none lost

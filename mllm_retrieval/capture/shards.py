@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..defaults import CAPTION_BATCH
 from ..errors import ImageError, ImportFormatError, MllmretError
-from ..library.store import Store, _run_key, tile_key
+from ..library.store import Store, run_key, tile_key
 from .captioners.base import Captioner
 from .images import Skipped, image_size, sha256_file, walk
 from .parsing import parse_output
@@ -64,7 +64,7 @@ def caption_to_shards(
     except OSError as e:
         raise MllmretError(f"cannot create the shard folder {str(out)!r}: {e.strerror or e}") from e
     run = _run_fields(captioner, prompt)
-    key = _run_key(run["backend"], run["model"], run["params"], run["prompt"])[0]
+    key = run_key(run["backend"], run["model"], run["params"], run["prompt"])[0]
     done = set() if force else shard_tiles_done(out, key)
     summary = Summary(run_id=0)
     todo = _scan(paths, grid, overlap, done, summary, max_pixels, progress)
@@ -82,7 +82,7 @@ def _run_fields(captioner: Captioner, prompt: Prompt) -> dict[str, Any]:
             "prompt_name": prompt.name, "prompt": prompt.text}
 
 
-def shard_tiles_done(folder: Path, run_key: str) -> set[tuple[str, str]]:
+def shard_tiles_done(folder: Path, key: str) -> set[tuple[str, str]]:
     """(sha256, tile key) of every caption of this run in the folder's shards."""
     done: set[tuple[str, str]] = set()
     for shard in sorted(folder.glob(f"*{SUFFIX}")):
@@ -90,7 +90,7 @@ def shard_tiles_done(folder: Path, run_key: str) -> set[tuple[str, str]]:
             for line in f:
                 try:
                     r = json.loads(line)
-                    if _run_key(r["backend"], r["model"], r["params"] or {}, r["prompt"])[0] == run_key:
+                    if run_key(r["backend"], r["model"], r["params"] or {}, r["prompt"])[0] == key:
                         done.add((r["sha256"], r["tile"]))
                 except (ValueError, KeyError, TypeError, AttributeError):
                     continue

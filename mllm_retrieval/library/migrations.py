@@ -101,7 +101,7 @@ def m003_run_kind(db: Database) -> None:
 def m004_runs_keyed_without_server(db: Database) -> None:
     """Server runs are keyed without the server's URL: the same model on another port or host, or on
     several servers, is one run. A run that now has another's key is merged into it."""
-    from .store import _run_key
+    from .store import run_key
 
     rows = db.execute(
         "SELECT id, model, params, prompt, kind FROM runs WHERE backend = 'openai' ORDER BY id").fetchall()
@@ -113,7 +113,7 @@ def m004_runs_keyed_without_server(db: Database) -> None:
         if not isinstance(settings, dict) or "base_url" not in settings:
             continue
         settings.pop("base_url")
-        key = _run_key("openai", model, settings, prompt, kind or "caption")[0]
+        key = run_key("openai", model, settings, prompt, kind or "caption")[0]
         same = db.execute("SELECT id FROM runs WHERE key = ?", [key]).fetchone()
         if same is None:
             db.execute("UPDATE runs SET key = ? WHERE id = ?", [key, run_id])

@@ -91,6 +91,9 @@ def _run_key(
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16], prompt_sha
 
 
+run_key = _run_key  # the public name: shards and migrations key runs without a database row
+
+
 @dataclass(frozen=True)
 class Run:
     """One captioning configuration: backend, model, prompt and output-changing params."""
