@@ -119,3 +119,32 @@ def test_cli_caption_to_shards_then_import_the_folder(tmp_path, photos, fake_bac
     Image.new("RGB", (40, 36), "white").save(photos / "new.png")
     r = mllmret("caption", photos, "--backend", "fake", "--shards", out, "-q")
     assert "captioned 1 images (5 tiles)" in r.output and "4 already captioned" in r.output
+
+
+def test_server_workers_keep_requests_in_flight_and_write_each_answer_to_its_tile(tmp_path, photos,
+                                                                                  monkeypatch):
+    from stub_server import serve
+    from test_streaming import by_size
+
+    from mllm_retrieval.capture.captioners.openai_compat import OpenAICaptioner
+
+    for name in ("MLLMRET_API_KEY", "OPENAI_API_KEY", "MLLMRET_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "shards"
+    with serve() as server:
+        def slow_by_size(body):
+            reply = by_size(body)
+            reply.delay = 0.1
+            return reply
+
+        server.responder = slow_by_size
+        make = lambda: OpenAICaptioner(model="m", base_url=server.base_url, concurrency=6)  # noqa: E731
+        s = caption_to_shards([photos], make(), PROMPT, out, batch_size=2, progress=False)
+        assert s.captioned_tiles == 20 and server.max_in_flight > 2  # not capped by the batch of 2
+        with Store(memory=True) as local, Store(memory=True) as merged:
+            caption_paths(local, [photos], make(), PROMPT, progress=False)
+            import_shards(merged, out, progress=False)
+            assert library_rows(merged) == library_rows(local)
+    for r in shard_lines(out):
+        x0, y0, x1, y1 = r["box"]
+        assert r["tags"] == [f"size{x1 - x0}x{y1 - y0}"]

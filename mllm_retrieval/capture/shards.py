@@ -31,6 +31,7 @@ from .images import Skipped, image_size, sha256_file, walk
 from .parsing import parse_output
 from .pipeline import Summary, _Job, _prefetched, tile_boxes
 from .prompts import Prompt
+from .streaming import stream_answers, streams
 from .tiling import Box, grid_boxes
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,19 @@ def _caption(todo: list[_Image], captioner: Captioner, prompt: Prompt, batch_siz
     batch: list[tuple[int, int, Any]] = []
     answers: dict[int, dict[int, tuple[str, float]]] = {}
 
+    def answered(row: tuple[int, int, str, float]) -> None:
+        i, t, raw, seconds = row
+        answers.setdefault(i, {})[t] = (raw, seconds)
+        if len(answers[i]) == len(todo[i].tiles):  # a photo goes to a shard whole
+            writer.add(todo[i], answers.pop(i))
+            summary.captioned_images += 1
+            summary.captioned_tiles += len(todo[i].tiles)
+            bar.update(1)
+
+    def failed(job: _Job, error: ImageError) -> None:
+        summary.failed.append(Skipped(job.path, str(error)))
+        bar.update(1)
+
     def flush() -> None:
         if not batch:
             return
@@ -144,19 +158,19 @@ def _caption(todo: list[_Image], captioner: Captioner, prompt: Prompt, batch_siz
         raws = captioner.describe([im for _, _, im in batch], prompt.text)
         per_item = (time.perf_counter() - t0) / len(batch)
         for (i, t, _), raw in zip(batch, raws, strict=True):
-            answers.setdefault(i, {})[t] = (raw, per_item)
-            if len(answers[i]) == len(todo[i].tiles):
-                writer.add(todo[i], answers.pop(i))
-                summary.captioned_images += 1
-                summary.captioned_tiles += len(todo[i].tiles)
-                bar.update(1)
+            answered((i, t, raw, per_item))
         batch.clear()
 
+    if streams(captioner):  # a server backend: requests in flight across photos, as in a local run
+        try:
+            stream_answers(jobs, captioner, prompt.text, max_pixels, answered, lambda *_: None, failed)
+        finally:
+            bar.close()
+        return
     try:
         for job, tiles, crops in _prefetched(jobs, max_pixels):
             if isinstance(crops, ImageError):
-                summary.failed.append(Skipped(job.path, str(crops)))
-                bar.update(1)
+                failed(job, crops)
                 continue
             for (t, _), crop in zip(tiles, crops, strict=True):
                 batch.append((job.image_id, t, crop))

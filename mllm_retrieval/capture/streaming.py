@@ -83,31 +83,52 @@ def caption_streamed(store: Store, run_id: int, pending: list, captioner: OneAtA
                      batch_size: int, force: bool, progress: bool, summary: Any,
                      max_pixels: int | None) -> None:
     """Caption the pending tiles with `concurrency` requests always in flight, committing as they return."""
+    bar = tqdm(total=len(pending), desc="captioning", unit="img", disable=not progress)
+    sink = _Committer(store, run_id, batch_size, force, summary, lambda: bar.update(1))
+
+    def started(job: Any, tiles: int) -> None:
+        sink.remaining[job.image_id] = tiles
+
+    def failed(job: Any, error: ImageError) -> None:
+        summary.failed.append(Skipped(job.path, str(error)))
+        bar.update(1)
+
+    try:
+        stream_answers(pending, captioner, prompt.text, max_pixels, sink.add, started, failed)
+    finally:
+        sink.commit()
+        bar.close()
+
+
+def stream_answers(pending: list, captioner: OneAtATime, prompt: str, max_pixels: int | None,
+                   answered: Callable[[tuple[int, int, str, float]], None],
+                   started: Callable[[Any, int], None], failed: Callable[[Any, ImageError], None]) -> None:
+    """Send every pending tile with `concurrency` requests in flight; `answered((image_id, tile_id, raw,
+    seconds))` is called in this thread as each returns, `started(job, tiles)` before a photo's first
+    request, `failed(job, error)` for a photo that cannot be decoded. A request that fails for good
+    raises, after the answers already back (even those that arrive while stopping) are handed over."""
     from .pipeline import _prefetched
 
     limit = max(1, int(getattr(captioner, "concurrency", 1)))
-    bar = tqdm(total=len(pending), desc="captioning", unit="img", disable=not progress)
-    sink = _Committer(store, run_id, batch_size, force, summary, lambda: bar.update(1))
     in_flight: set[Future] = set()
 
     def collect(block: bool) -> None:
         done, _ = wait(in_flight, timeout=None if block else 0, return_when=FIRST_COMPLETED)
         for future in done:
             in_flight.discard(future)
-            sink.add(future.result())  # a request that failed for good stops the run, after the commit
+            answered(future.result())
 
     pool = ThreadPoolExecutor(limit, thread_name_prefix="mllmret-request")
     try:
         for job, todo, crops in _prefetched(pending, max_pixels, ahead=max(2, limit // 4)):
             if isinstance(crops, ImageError):
-                summary.failed.append(Skipped(job.path, str(crops)))
-                bar.update(1)
+                failed(job, crops)
                 continue
-            sink.remaining[job.image_id] = len(todo)
+            started(job, len(todo))
             for (tile_id, _), image in zip(todo, crops, strict=True):
                 while len(in_flight) >= limit:
                     collect(block=True)
-                in_flight.add(pool.submit(_timed, captioner, image, prompt.text, job.image_id, tile_id))
+                in_flight.add(pool.submit(_timed, captioner, image, prompt, job.image_id, tile_id))
             if in_flight:
                 collect(block=False)
         while in_flight:
@@ -118,9 +139,7 @@ def caption_streamed(store: Store, run_id: int, pending: list, captioner: OneAtA
         pool.shutdown(wait=True)
         for future in in_flight:  # answers that arrived while the run was stopping are kept too
             if future.done() and not future.cancelled() and future.exception() is None:
-                sink.rows.append(future.result())
-        sink.commit()
-        bar.close()
+                answered(future.result())
         close = getattr(captioner, "close", None)
         if close is not None:
             close()
