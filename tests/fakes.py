@@ -56,3 +56,48 @@ class FakeOcr:
         color = max((("red", r), ("green", g), ("blue", b)), key=lambda x: x[1])[0]
         box = ((1, 2), (30, 2), (30, 12), (1, 12))
         return [Line(f"{color.upper()}SHOP open daily", box, 0.97), Line("zebra", box, 0.3)]
+
+
+class PickyCaptioner(FakeCaptioner):
+    """Fails on any batch holding an image of size `refuse` (e.g. 64x48): a photo that always fails."""
+
+    def __init__(self, refuse: str = "64x48", **kw) -> None:
+        super().__init__(**kw)
+        self.refuse = refuse
+
+    def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
+        if any(f"{im.width}x{im.height}" == self.refuse for im in images):
+            raise RuntimeError(f"cannot caption a {self.refuse} image")
+        return super().describe(images, prompt)
+
+
+class DyingCaptioner(FakeCaptioner):
+    """Kills its own process (a worker dying mid-run) the first time it runs, marked by the file `marker`."""
+
+    def __init__(self, marker: str = "", **kw) -> None:
+        super().__init__(**kw)
+        self.marker = marker
+
+    def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
+        import os
+        from pathlib import Path
+
+        if self.marker and not Path(self.marker).exists():
+            Path(self.marker).write_text("died once")
+            os._exit(1)
+        return super().describe(images, prompt)
+
+
+class PoisonedCaptioner(FakeCaptioner):
+    """Kills its own process whenever it is given an image of size `refuse`: a photo that crashes workers."""
+
+    def __init__(self, refuse: str = "64x48", **kw) -> None:
+        super().__init__(**kw)
+        self.refuse = refuse
+
+    def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
+        import os
+
+        if any(f"{im.width}x{im.height}" == self.refuse for im in images):
+            os._exit(1)
+        return super().describe(images, prompt)

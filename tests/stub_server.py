@@ -42,6 +42,15 @@ class FakeServer:
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
         self.base_url = ""
+        self.delay = 0.0  # seconds before each default reply (a model server's latency)
+        self.stopped = False
+        self._close = None  # set by serve(): stops listening
+
+    def stop(self) -> None:
+        """Stop like a killed server: new connections are refused, kept-alive ones dropped unanswered."""
+        self.stopped = True
+        if self._close is not None:
+            threading.Thread(target=self._close, daemon=True).start()
 
     def add(self, *replies: Reply) -> None:
         self.plan.extend(replies)
@@ -53,7 +62,7 @@ class FakeServer:
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             reply = self.plan.popleft() if self.plan else None
         if reply is None:
-            reply = self.responder(record["json"]) if self.responder else Reply()
+            reply = self.responder(record["json"]) if self.responder else Reply(delay=self.delay)
         return reply
 
 
@@ -63,6 +72,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         fake: FakeServer = self.server.fake  # type: ignore[attr-defined]
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if fake.stopped:
+            self.close_connection = True  # no answer: the client sees the connection drop
+            return
         try:
             parsed = json.loads(raw)
         except ValueError:
@@ -99,10 +111,13 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve() -> Iterator[FakeServer]:
-    """A running stub server for the length of the block; its FakeServer is yielded."""
+def serve(delay: float = 0.0) -> Iterator[FakeServer]:
+    """A running stub server for the length of the block; its FakeServer is yielded. `delay`: seconds
+    before each default reply."""
     httpd = _Server(("127.0.0.1", 0), _Handler)
     httpd.fake = FakeServer()  # type: ignore[attr-defined]
+    httpd.fake.delay = delay
+    httpd.fake._close = lambda: (httpd.shutdown(), httpd.server_close())
     httpd.fake.base_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

@@ -61,6 +61,8 @@ def test_search_output_and_no_hits(tmp_path):
     (["caption", ".", "--backend", "import"], "needs --captions"),
     (["caption", ".", "--quantize", "4bit", "--model", "x/y"], "CUDA"),
     (["caption", ".", "--backend", "openai"], "needs --model"),
+    (["caption", ".", "--ray", "local", "--shards", "out"], "use one of them"),
+    (["import", "."], "no *.jsonl shards"),
     (["export", "--run", "7"], "no captions for run 7"),
 ])
 def test_errors_are_one_line(tmp_path, args, message):

@@ -21,6 +21,7 @@ from .captioners.base import Captioner
 from .images import Skipped, image_size, open_image, sha256_file, walk
 from .parsing import parse_output
 from .prompts import Prompt
+from .streaming import caption_streamed, streams
 from .tiling import Box, crop, grid_boxes
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ def caption_paths(
     summary = Summary(run_id=run.id)
     jobs = scan(store, paths, summary, force, progress, max_pixels)
     pending = plan(store, run.id, jobs, grid, overlap, force, summary)
-    _caption(store, run.id, pending, captioner, prompt, batch_size, force, progress, summary,
-             max_pixels)
+    caption = caption_streamed if streams(captioner) else _caption
+    caption(store, run.id, pending, captioner, prompt, batch_size, force, progress, summary, max_pixels)
     store.finish_run(run.id)
     summary.seconds = time.perf_counter() - start
     return summary

@@ -49,17 +49,30 @@ def caption(
         DType.auto),
     quantize: Annotated[Quantize, typer.Option(help="bitsandbytes quantisation (CUDA).")] = (
         Quantize.none),
-    base_url: Annotated[str | None, typer.Option(
-        envvar="MLLMRET_BASE_URL", help="openai: server URL, e.g. http://127.0.0.1:8000/v1.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option(
+        envvar="MLLMRET_BASE_URL", help="openai: server URL, e.g. http://127.0.0.1:8000/v1; repeat it "
+        "(or give a comma list) to spread requests over several servers serving the same model.",
+    )] = None,
     api_key: Annotated[str | None, typer.Option(
         envvar="MLLMRET_API_KEY", help="openai: API key (or OPENAI_API_KEY).", show_default=False,
     )] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="openai: requests in flight.")] = 4,
+    concurrency: Annotated[int, typer.Option(
+        min=1, help="openai: requests in flight, across photos and servers.")] = 4,
     timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="openai: retries on 429/5xx/timeouts.")] = 4,
     captions: Annotated[Path | None, typer.Option(
         help="import: the JSONL file of captions made elsewhere.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Caption on Ray actors ([ray] extra): local (start one here), auto (join the "
+        "running cluster) or a cluster address. Photos must be readable at their paths on every node.",
+        show_default=False)] = None,
+    workers: Annotated[int, typer.Option(min=1, help="--ray: actors, one model each.")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(min=0, help="--ray: CPUs per actor.")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option(min=0, help="--ray: GPUs per actor.")] = 0.0,
+    shards: Annotated[Path | None, typer.Option(
+        help="Write captions as JSONL shards into this folder instead of a database (a worker that "
+        "cannot reach it); `mllmret import DIR` merges them.")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Count what is new, time one batch on the model, print the estimate; "
         "store nothing.")] = False,
@@ -89,25 +102,39 @@ def caption(
             raise fail("--backend import needs --captions FILE.jsonl")
         return import_(captions, images=paths[0] if paths else None, model=model, no_embed=no_embed,
                        embedder=embedder, db=db)
+    if ray is not None and shards is not None:
+        raise fail("--ray writes the database and --shards writes files instead: use one of them")
     reader = _ocr_engine() if ocr or ocr_only else None
     if ocr_only:
         with open_store(db) as store:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
             return embed_stored(store, embedder, quiet, embed=not no_embed)
-    captioner = get_captioner(backend, **backend_options_given(ctx, backend, {
+    options = backend_options_given(ctx, backend, {
         "model": model, "device": device.value, "dtype": dtype.value,
         "quantize": None if quantize is Quantize.none else quantize.value,
         "max_new_tokens": max_new_tokens, "base_url": base_url, "api_key": api_key,
         "concurrency": concurrency, "timeout": timeout, "retries": retries,
         "image_splitting": image_splitting.resolve(grid),
-    }))
+    })
+    captioner = get_captioner(backend, **options)
     if dry_run:
         return _dry_run(db, paths, captioner, load_prompt(prompt), grid, overlap, batch_size)
+    if shards is not None:
+        from ..capture.shards import caption_to_shards
+
+        return print_summary(caption_to_shards(paths, captioner, load_prompt(prompt), shards, grid=grid,
+                                               overlap=overlap, batch_size=batch_size, force=force,
+                                               progress=not quiet), where=f"into shards in {shards}")
     with open_store(db) as store:
-        summary = caption_paths(
-            store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
-            batch_size=batch_size, force=force, progress=not quiet,
-        )
+        if ray is not None:
+            summary = _caption_on_ray(store, paths, backend, options, load_prompt(prompt), ray, workers,
+                                      cpus_per_worker, gpus_per_worker, grid, overlap, batch_size, force,
+                                      quiet)
+        else:
+            summary = caption_paths(
+                store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
+                batch_size=batch_size, force=force, progress=not quiet,
+            )
         print_summary(summary)
         if reader is not None:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
@@ -126,6 +153,16 @@ def backend_options_given(ctx: typer.Context, backend: str, options: dict) -> di
         if source is not None and source.name != "DEFAULT":  # typer may bring its own click
             raise fail(f"--{name.replace('_', '-')} does not apply to --backend {backend}")
     return {k: v for k, v in options.items() if k in declared}
+
+
+def _caption_on_ray(store, paths: list[Path], backend: str, options: dict, prompt, address: str, workers: int,
+                    cpus: float, gpus: float, grid: str, overlap: float, batch_size: int, force: bool,
+                    quiet: bool):
+    from ..capture.distributed import caption_with_ray
+
+    return caption_with_ray(store, paths, backend, options, prompt, address=address, workers=workers,
+                            cpus_per_worker=cpus, gpus_per_worker=gpus, grid=grid, overlap=overlap,
+                            batch_size=batch_size, force=force, progress=not quiet)
 
 
 def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:
@@ -171,9 +208,9 @@ def _ocr(store, paths: list[Path], reader, force: bool, quiet: bool, grid: str) 
     print_summary(summary, "read text in")
 
 
-def print_summary(s, verb: str = "captioned") -> None:
+def print_summary(s, verb: str = "captioned", where: str | None = None) -> None:
     typer.echo(
-        f"run {s.run_id}: {verb} {s.captioned_images} images ({s.captioned_tiles} tiles) in "
+        f"{where or f'run {s.run_id}'}: {verb} {s.captioned_images} images ({s.captioned_tiles} tiles) in "
         f"{s.seconds:.1f}s ({s.images_per_second:.2f} images/s); {s.already_done} already "
         f"captioned, {s.duplicates} duplicate files, {len(s.failed)} skipped",
         err=True,
@@ -184,7 +221,8 @@ def print_summary(s, verb: str = "captioned") -> None:
 
 @app.command("import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="JSONL: path|file_name|image_id, text, ...")],
+    file: Annotated[Path, typer.Argument(
+        help="JSONL: path|file_name|image_id, text, ...; or a folder of JSONL shards (caption --shards).")],
     images: Annotated[Path | None, typer.Option(help="Folder that file_name is relative to.")] = (
         None),
     model: Annotated[str | None, typer.Option(help="Model name for lines without one.")] = None,
@@ -200,7 +238,12 @@ def import_(
     from ..library.jsonl import import_jsonl, skipped_report
 
     with open_store(db) as store:
-        s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
+        if file.is_dir():
+            from ..capture.shards import import_shards
+
+            s = import_shards(store, file, progress=not quiet)
+        else:
+            s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
         typer.echo(
             f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
             f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,

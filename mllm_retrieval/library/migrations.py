@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
@@ -93,3 +95,29 @@ def m002_text_changes(db: Database) -> None:
 def m003_run_kind(db: Database) -> None:
     """Runs say what kind of text they stored: 'caption' (an M-LLM) or 'ocr' (text read in the photo)."""
     db.execute("ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'caption'")
+
+
+@migrations()
+def m004_runs_keyed_without_server(db: Database) -> None:
+    """Server runs are keyed without the server's URL: the same model on another port or host, or on
+    several servers, is one run. A run that now has another's key is merged into it."""
+    from .store import run_key
+
+    rows = db.execute(
+        "SELECT id, model, params, prompt, kind FROM runs WHERE backend = 'openai' ORDER BY id").fetchall()
+    for run_id, model, params, prompt, kind in rows:
+        try:
+            settings = json.loads(params)
+        except ValueError:
+            continue
+        if not isinstance(settings, dict) or "base_url" not in settings:
+            continue
+        settings.pop("base_url")
+        key = run_key("openai", model, settings, prompt, kind or "caption")[0]
+        same = db.execute("SELECT id FROM runs WHERE key = ?", [key]).fetchone()
+        if same is None:
+            db.execute("UPDATE runs SET key = ? WHERE id = ?", [key, run_id])
+            continue
+        db.execute("UPDATE OR IGNORE captions SET run_id = ? WHERE run_id = ?", [same[0], run_id])
+        db.execute("DELETE FROM captions WHERE run_id = ?", [run_id])  # tiles the other run has too
+        db.execute("DELETE FROM runs WHERE id = ?", [run_id])

@@ -52,6 +52,14 @@ def backends() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def factory(backend: str) -> str | Factory:
+    """The registry entry of `backend` as registered ("module:attr" or a callable), for another process."""
+    try:
+        return _REGISTRY[backend]
+    except KeyError:
+        raise UnknownBackend(f"unknown backend {backend!r}: use one of {', '.join(backends())}") from None
+
+
 def _factory(backend: str) -> Factory:
     try:
         factory = _REGISTRY[backend]

@@ -31,18 +31,24 @@ def post_with_retries(
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(delay(attempt, hint))
-            hint = None
-        try:
-            response = client.post(url, json=payload)
-        except httpx.TimeoutException:
-            last = f"timed out after {timeout:g}s"
-            continue
-        except httpx.TransportError as e:
-            last = unreachable(e)
-            continue
-        if response.status_code in RETRY_STATUS:
-            last = f"HTTP {response.status_code}"
-            hint = response.headers.get("retry-after")
-            continue
-        return response
+        response, hint = post_once(client, url, payload, timeout, unreachable)
+        if isinstance(response, httpx.Response):
+            return response
+        last = response
     return last
+
+
+def post_once(
+    client: httpx.Client, url: str, payload: dict[str, Any], timeout: float,
+    unreachable: Callable[[httpx.TransportError], str],
+) -> tuple[httpx.Response | str, str | None]:
+    """One POST: (the response, None), or (why it should be retried, the Retry-After header if any)."""
+    try:
+        response = client.post(url, json=payload)
+    except httpx.TimeoutException:
+        return f"timed out after {timeout:g}s", None
+    except httpx.TransportError as e:
+        return unreachable(e), None
+    if response.status_code in RETRY_STATUS:
+        return f"HTTP {response.status_code}", response.headers.get("retry-after")
+    return response, None

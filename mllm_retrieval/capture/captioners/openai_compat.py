@@ -6,6 +6,8 @@ import base64
 import io
 import logging
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -15,7 +17,8 @@ from PIL import Image
 
 from ...errors import BackendError
 from .chat_http import RETRY_STATUS as RETRY_STATUS  # re-exported: it was defined here
-from .chat_http import post_with_retries
+from .chat_http import post_once
+from .servers import ServerPool, split_urls
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,10 @@ class OpenAICaptioner:
         if not model:
             raise BackendError("--backend openai needs --model: the model name the server serves")
         self.model_id = model
-        self.base_url = (
-            base_url or os.environ.get("MLLMRET_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-            or DEFAULT_BASE_URL
-        ).rstrip("/")
+        self.base_urls = (split_urls(base_url) or split_urls(
+            os.environ.get("MLLMRET_BASE_URL") or os.environ.get("OPENAI_BASE_URL")) or [DEFAULT_BASE_URL])
+        self.base_url = self.base_urls[0]
+        self.pool = ServerPool(self.base_urls, backoff)
         self.api_key = api_key or os.environ.get("MLLMRET_API_KEY") or os.environ.get(
             "OPENAI_API_KEY", ""
         )
@@ -54,19 +57,41 @@ class OpenAICaptioner:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.max_new_tokens = max_new_tokens
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
 
     def params(self) -> dict[str, Any]:
-        """Settings that change the output."""
-        return {"max_new_tokens": self.max_new_tokens, "temperature": 0, "base_url": self.base_url}
+        """Settings that change the output; which servers answered does not (same model name)."""
+        return {"max_new_tokens": self.max_new_tokens, "temperature": 0}
 
     def describe(self, images: Sequence[Image.Image], prompt: str) -> list[str]:
         """One request per image, at most `concurrency` in flight."""
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        with httpx.Client(timeout=self.timeout, headers=headers) as client:
+        with self._new_client() as client:
             if len(images) == 1 or self.concurrency == 1:
                 return [self._one(client, im, prompt) for im in images]
             with ThreadPoolExecutor(self.concurrency) as pool:
                 return list(pool.map(lambda im: self._one(client, im, prompt), images))
+
+    def describe_one(self, image: Image.Image, prompt: str) -> str:
+        """One image's answer on a client shared across threads: the pipeline keeps `concurrency` of
+        these in flight across photos (capture/streaming.py)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._new_client()
+        return self._one(self._client, image, prompt)
+
+    def close(self) -> None:
+        """Close the shared client of `describe_one`."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _new_client(self) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=max(100, self.concurrency),
+                              max_keepalive_connections=max(20, self.concurrency))
+        return httpx.Client(timeout=self.timeout, headers=headers, limits=limits)
 
     def _one(self, client: httpx.Client, image: Image.Image, prompt: str) -> str:
         payload = {
@@ -78,14 +103,33 @@ class OpenAICaptioner:
             "max_tokens": self.max_new_tokens,
             "temperature": 0,
         }
-        url = f"{self.base_url}/chat/completions"
-        response = post_with_retries(client, url, payload, self.retries, self._delay, self.timeout,
-                                     lambda e: f"cannot connect to {self.base_url} ({e})")
-        if isinstance(response, str):
-            raise BackendError(f"{url} failed {self.retries + 1} times, last: {response}; rerun to resume")
-        if response.status_code >= 400:
-            raise BackendError(f"{url} refused the request: HTTP {response.status_code} {_message(response)}")
-        return _content(response)
+        tried: set[str] = set()
+        last, hint, rounds = "", None, 0
+        attempts = self.retries + len(self.pool.servers)
+        for _ in range(attempts):
+            server = self.pool.acquire(tried)
+            if server.url in tried:  # every server failed this request: back off before the next round
+                rounds += 1
+                time.sleep(self._delay(rounds, hint))
+            tried.add(server.url)
+            url = f"{server.url}/chat/completions"
+            ok = False
+            try:
+                response, hint = post_once(client, url, payload, self.timeout,
+                                           lambda e, u=server.url: f"cannot connect to {u} ({e})")
+                ok = not isinstance(response, str)
+            finally:
+                self.pool.release(server, ok)
+            if isinstance(response, str):
+                last = response
+                continue
+            if response.status_code >= 400:
+                raise BackendError(
+                    f"{url} refused the request: HTTP {response.status_code} {_message(response)}")
+            return _content(response)
+        where = (f"{self.base_url}/chat/completions" if len(self.base_urls) == 1
+                 else f"every server ({', '.join(self.base_urls)})")
+        raise BackendError(f"{where} failed {attempts} times, last: {last}; rerun to resume")
 
     def _delay(self, attempt: int, hint: str | None) -> float:
         if hint and hint.replace(".", "", 1).isdigit():
