@@ -29,7 +29,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.e
 
 from mllm_retrieval.capture.captioners import get_captioner, register  # noqa: E402
 from mllm_retrieval.capture.distributed import caption_with_ray  # noqa: E402
-from mllm_retrieval.capture.pipeline import caption_paths  # noqa: E402
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths  # noqa: E402
 from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
 from mllm_retrieval.library.store import Store  # noqa: E402
 
@@ -52,8 +52,8 @@ def local(folder: Path, backend: str, options: dict, batch: int, threads: int | 
 def on_ray(folder: Path, backend: str, options: dict, batch: int, workers: int) -> float:
     with Store(memory=True) as store:
         t0 = time.perf_counter()
-        s = caption_with_ray(store, [folder], backend, options, load_prompt(), workers=workers,
-                             batch_size=batch, progress=False)
+        s = caption_with_ray(store, [folder], backend, options, load_prompt(),
+                             CaptionSettings(batch_size=batch), workers=workers, progress=False)
         assert not s.failed, s.failed
         return time.perf_counter() - t0
 

@@ -23,6 +23,23 @@ def _isolated_env(tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def no_env_keys(monkeypatch):
+    """No server URL or API key from the environment: a test names its own."""
+    for name in ("MLLMRET_API_KEY", "OPENAI_API_KEY", "MLLMRET_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def many_photos(tmp_path):
+    """Six small PNGs of different widths."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(6):
+        Image.new("RGB", (40 + 8 * i, 40), (20 * i, 100, 200)).save(folder / f"p{i}.png")
+    return folder
+
+
+@pytest.fixture
 def store():
     with Store(memory=True) as s:
         yield s

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
+from pathlib import Path
+
 from test_search import FILLER, add
 
 PARK = {
@@ -17,3 +21,16 @@ def add_library(store, captions: dict[str, str]) -> dict[str, int]:
     for i, text in enumerate(FILLER):
         add(store, f"filler{i}", f"Caption: {text}.")
     return ids
+
+
+def wait_for_captions(db: Path, at_least: int, timeout: float) -> int:
+    """Poll another process's library until it holds `at_least` captions (or the time is up); how many."""
+    stored, deadline = 0, time.time() + timeout
+    while time.time() < deadline and stored < at_least:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db) as conn:
+                stored = conn.execute("SELECT count(*) FROM captions").fetchone()[0]
+        except sqlite3.OperationalError:
+            pass
+    return stored

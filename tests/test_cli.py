@@ -4,11 +4,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import mllmret
+from library_helpers import wait_for_captions
 
 
 def test_caption_search_export_import_on_real_photos(coco_images, tiny_llava, tmp_path):
@@ -101,15 +101,7 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
            "-q", "--db", str(db)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    stored = 0
-    while time.time() < deadline and stored < 6:
-        time.sleep(0.05)
-        try:
-            with sqlite3.connect(db) as conn:
-                stored = conn.execute("SELECT count(*) FROM captions").fetchone()[0]
-        except sqlite3.OperationalError:
-            pass
+    stored = wait_for_captions(db, 6, timeout=60)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 6 <= stored < 60, "the run should have been killed part-way"

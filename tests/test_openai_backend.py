@@ -17,6 +17,8 @@ from mllm_retrieval.capture.captioners.base import get_captioner
 from mllm_retrieval.capture.captioners.openai_compat import MAX_SIDE, OpenAICaptioner
 from mllm_retrieval.errors import BackendError
 
+pytestmark = pytest.mark.usefixtures("no_env_keys")
+
 PREFIX = "data:image/jpeg;base64,"
 
 
@@ -29,12 +31,6 @@ def server():
 @pytest.fixture
 def base_url(server: FakeServer) -> str:
     return server.base_url
-
-
-@pytest.fixture(autouse=True)
-def _no_env_keys(monkeypatch):
-    for name in ("MLLMRET_API_KEY", "OPENAI_API_KEY", "MLLMRET_BASE_URL", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def make(base_url: str, **kw: Any) -> OpenAICaptioner:

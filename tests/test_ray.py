@@ -7,12 +7,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import mllmret
 from fakes import FakeCaptioner
+from library_helpers import wait_for_captions
 from PIL import Image
 from test_shards import library_rows
 
@@ -25,6 +25,7 @@ from mllm_retrieval.library.store import Store
 ray = pytest.importorskip("ray")
 
 from mllm_retrieval.capture.distributed import caption_with_ray, import_ray  # noqa: E402
+from mllm_retrieval.capture.pipeline import CaptionSettings  # noqa: E402
 
 PROMPT = load_prompt()
 TESTS = Path(__file__).resolve().parent
@@ -48,8 +49,9 @@ def cluster():
 
 def on_ray(store, paths, backend="fake", workers=2, **kw):
     kw.setdefault("progress", False)
-    return caption_with_ray(store, paths, backend, kw.pop("options", {}), PROMPT, workers=workers,
-                            batch_size=kw.pop("batch_size", 4), **kw)
+    settings = CaptionSettings(batch_size=kw.pop("batch_size", 4))
+    return caption_with_ray(store, paths, backend, kw.pop("options", {}), PROMPT, settings, workers=workers,
+                            **kw)
 
 
 def truncated(path: Path) -> None:
@@ -152,14 +154,7 @@ def test_kill_9_of_the_driver_then_rerun_captions_every_photo_once(tmp_path):
            "--workers", "2", "--batch-size", "2", "--no-embed", "-q", "--db", str(db)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(TESTS.parent)])}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
-    stored, deadline = 0, time.time() + 120
-    while time.time() < deadline and stored < 10:
-        time.sleep(0.05)
-        try:
-            with sqlite3.connect(db) as conn:
-                stored = conn.execute("SELECT count(*) FROM captions").fetchone()[0]
-        except sqlite3.OperationalError:
-            pass
+    stored = wait_for_captions(db, 10, timeout=120)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -18,13 +18,9 @@ from mllm_retrieval.library.store import Store
 from mllm_retrieval.search.searcher import Searcher
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("no_env_keys")
+
 REF_TEXT = "dog, leash, park. A dog on a leash in a park."
-
-
-@pytest.fixture(autouse=True)
-def _no_env_keys(monkeypatch):
-    for name in ("MLLMRET_API_KEY", "OPENAI_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -16,24 +16,9 @@ from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.capture.tiling import Box
 from mllm_retrieval.library.store import Store, run_key
 
+pytestmark = pytest.mark.usefixtures("no_env_keys")
+
 PROMPT = load_prompt()
-
-
-@pytest.fixture(autouse=True)
-def _no_env_keys(monkeypatch):
-    for name in ("MLLMRET_API_KEY", "OPENAI_API_KEY", "MLLMRET_BASE_URL", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def many_photos(tmp_path):
-    from test_streaming import Image
-
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(6):
-        Image.new("RGB", (40 + 8 * i, 40), (20 * i, 100, 200)).save(folder / f"p{i}.png")
-    return folder
 
 
 def captions(store) -> int:

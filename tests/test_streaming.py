@@ -6,7 +6,6 @@ import threading
 import time
 
 import pytest
-from PIL import Image
 from stub_server import Reply, answer, serve
 from test_openai_backend import image_of
 
@@ -15,22 +14,9 @@ from mllm_retrieval.capture.pipeline import caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import BackendError
 
+pytestmark = pytest.mark.usefixtures("no_env_keys")
+
 PROMPT = load_prompt()
-
-
-@pytest.fixture(autouse=True)
-def _no_env_keys(monkeypatch):
-    for name in ("MLLMRET_API_KEY", "OPENAI_API_KEY", "MLLMRET_BASE_URL", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def many_photos(tmp_path):
-    folder = tmp_path / "many"
-    folder.mkdir()
-    for i in range(6):
-        Image.new("RGB", (40 + 8 * i, 40), (20 * i, 100, 200)).save(folder / f"p{i}.png")
-    return folder
 
 
 def by_size(body: dict) -> Reply:

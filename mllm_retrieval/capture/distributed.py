@@ -24,13 +24,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..defaults import CAPTION_BATCH
 from ..errors import ImageError, MllmretError
 from ..library.store import Store
 from .captioners.base import factory, get_captioner
 from .images import Skipped, open_image
 from .parsing import parse_output
-from .pipeline import Summary, plan, scan
+from .pipeline import CaptionSettings, Summary, plan, scan
 from .prompts import Prompt
 from .tiling import Box, crop, grid_boxes
 
@@ -127,16 +126,12 @@ def caption_with_ray(
     backend: str,
     options: dict[str, Any],
     prompt: Prompt,
+    settings: CaptionSettings | None = None,
     address: str | None = None,
     workers: int = 1,
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
-    grid: str = "2x2",
-    overlap: float = 0.0,
-    batch_size: int = CAPTION_BATCH,
-    force: bool = False,
     progress: bool = True,
-    max_pixels: int | None = None,
 ) -> Summary:
     """Caption every image and tile under `paths` that this run has not captioned yet, on Ray actors.
 
@@ -144,6 +139,9 @@ def caption_with_ray(
     address; a Ray already initialised in this process is used as it is."""
     ray = import_ray()
     start = time.perf_counter()
+    settings = settings or CaptionSettings()
+    grid, overlap, batch_size, force, max_pixels = (settings.grid, settings.overlap, settings.batch_size,
+                                                    settings.force, settings.max_pixels)
     grid_boxes(64, 64, grid, overlap)  # validate before any work
     get_captioner(backend, **options)  # options checked here, before anything starts
     summary = Summary(run_id=0)

@@ -12,12 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..defaults import CAPTION_BATCH
 from ..errors import ImageError
 from ..library.store import Store
 from .captioners.base import Captioner
 from .images import Skipped, image_size, open_image, walk
-from .pipeline import tile_boxes
+from .pipeline import CaptionSettings, tile_boxes
 from .prompts import Prompt
 from .tiling import crop
 
@@ -52,12 +51,12 @@ def estimate(
     paths: Iterable[str | os.PathLike],
     captioner: Captioner,
     prompt: Prompt,
-    grid: str = "2x2",
-    overlap: float = 0.0,
-    batch_size: int = CAPTION_BATCH,
+    settings: CaptionSettings | None = None,
     calibrate: bool = True,
 ) -> Estimate:
     """Count new and already captioned images and their tiles; time one batch on the model."""
+    settings = settings or CaptionSettings()
+    grid, overlap, batch_size = settings.grid, settings.overlap, settings.batch_size
     est = Estimate()
     run = None
     if store is not None:

@@ -60,6 +60,17 @@ class _Job:
     height: int
 
 
+@dataclass(frozen=True)
+class CaptionSettings:
+    """How a run cuts and batches its work, as `caption_paths` takes it one by one (for Ray, --dry-run)."""
+
+    grid: str = "2x2"
+    overlap: float = 0.0
+    batch_size: int = CAPTION_BATCH
+    force: bool = False
+    max_pixels: int | None = None
+
+
 def caption_paths(
     store: Store,
     paths: Iterable[str | os.PathLike],

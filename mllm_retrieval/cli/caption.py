@@ -159,10 +159,11 @@ def _caption_on_ray(store, paths: list[Path], backend: str, options: dict, promp
                     cpus: float, gpus: float, grid: str, overlap: float, batch_size: int, force: bool,
                     quiet: bool):
     from ..capture.distributed import caption_with_ray
+    from ..capture.pipeline import CaptionSettings
 
-    return caption_with_ray(store, paths, backend, options, prompt, address=address, workers=workers,
-                            cpus_per_worker=cpus, gpus_per_worker=gpus, grid=grid, overlap=overlap,
-                            batch_size=batch_size, force=force, progress=not quiet)
+    return caption_with_ray(store, paths, backend, options, prompt,
+                            CaptionSettings(grid, overlap, batch_size, force), address=address,
+                            workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus, progress=not quiet)
 
 
 def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:
@@ -180,12 +181,13 @@ def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -
 def _dry_run(db: Path | None, paths: list[Path], captioner, prompt, grid: str, overlap: float,
              batch_size: int) -> None:
     from ..capture.estimate import describe_estimate, estimate
+    from ..capture.pipeline import CaptionSettings
     from ..library.store import Store
 
     path = db or config.db_path()
     store = Store(path) if path.exists() else None
     try:
-        est = estimate(store, paths, captioner, prompt, grid=grid, overlap=overlap, batch_size=batch_size)
+        est = estimate(store, paths, captioner, prompt, CaptionSettings(grid, overlap, batch_size))
     finally:
         if store is not None:
             store.close()
