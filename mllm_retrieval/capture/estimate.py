@@ -16,7 +16,7 @@ from ..defaults import CAPTION_BATCH
 from ..errors import ImageError
 from ..library.store import Store
 from .captioners.base import Captioner
-from .images import Skipped, image_size, open_image, walk
+from .images import Skipped, image_size, open_image, require_paths, walk
 from .pipeline import tile_boxes
 from .prompts import Prompt
 from .tiling import crop
@@ -58,6 +58,8 @@ def estimate(
     calibrate: bool = True,
 ) -> Estimate:
     """Count new and already captioned images and their tiles; time one batch on the model."""
+    paths = list(paths)
+    require_paths(paths)
     est = Estimate()
     run = None
     if store is not None:

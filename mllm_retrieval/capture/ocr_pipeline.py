@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from ..errors import ImageError
 from ..library.store import Store
-from .images import Skipped, open_image
+from .images import Skipped, open_image, require_paths
 from .ocr import KIND, Line, OcrEngine, lines_raw, searchable_text
 from .parsing import Parsed
 from .pipeline import Summary, plan, scan
@@ -31,9 +31,11 @@ def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngin
     Each tile's lines are stored with boxes in the whole image's pixels, so they draw where they are."""
     start = time.perf_counter()
     grid_boxes(64, 64, grid)  # validate before any work
+    paths = list(paths)
+    require_paths(paths)
     run = store.get_or_create_run(engine.backend, engine.model_id, engine.params(), kind=KIND)
     summary = Summary(run_id=run.id)
-    jobs = scan(store, list(paths), summary, force, progress, max_pixels)
+    jobs = scan(store, paths, summary, force, progress, max_pixels)
     pending = plan(store, run.id, jobs, grid, 0.0, force, summary)
     rows: list[tuple[int, str, Parsed, float]] = []
 

@@ -18,7 +18,7 @@ from ..defaults import CAPTION_BATCH
 from ..errors import ImageError
 from ..library.store import Store
 from .captioners.base import Captioner
-from .images import Skipped, image_size, open_image, sha256_file, walk
+from .images import Skipped, image_size, open_image, require_paths, sha256_file, walk
 from .parsing import parse_output
 from .prompts import Prompt
 from .tiling import Box, crop, grid_boxes
@@ -41,7 +41,7 @@ class Summary:
     captioned_tiles: int = 0
     already_done: int = 0
     duplicates: int = 0
-    removed: int = 0
+    removed: list[str] = field(default_factory=list)  # files that left a captioned folder
     failed: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -74,10 +74,11 @@ def caption_paths(
     """Caption every image and tile under `paths` that this run has not captioned yet."""
     start = time.perf_counter()
     grid_boxes(64, 64, grid, overlap)  # validate before any work
+    paths = list(paths)
+    require_paths(paths)
     check = getattr(captioner, "check", None)
     if check is not None:
         check()
-    paths = list(paths)
     run = store.get_or_create_run(
         captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text
     )

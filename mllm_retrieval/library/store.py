@@ -329,8 +329,10 @@ class Store:
         if old and old["image_id"] and old["image_id"] != image_id:
             self._retire_if_orphan(old["image_id"], "replaced")
 
-    def forget_missing(self, root: str, seen: set[str]) -> int:
-        """Drop file records under `root` not seen in this walk; hide images left with no file."""
+    def forget_missing(self, root: str, seen: set[str]) -> list[str]:
+        """Drop file records under `root` not seen in this walk; hide images left with no file.
+
+        Returns the paths dropped."""
         prefix = root.rstrip(os.sep) + os.sep
         rows = self.db.execute(
             "SELECT path, image_id FROM files WHERE substr(path, 1, ?) = ?", [len(prefix), prefix]
@@ -340,7 +342,7 @@ class Store:
             self.db.execute("DELETE FROM files WHERE path = ?", [path])
             if image_id:
                 self._retire_if_orphan(image_id, "missing")
-        return len(gone)
+        return sorted(p for p, _ in gone)
 
     def _retire_if_orphan(self, image_id: int, status: str) -> None:
         left = self.db.execute(
