@@ -40,9 +40,9 @@ from ..search.cutoff import MIN_RELATIVE, MIN_SIMILARITY
 from ..search.embedding import EmbedderError
 from ..search.query import parse_query, why_empty
 from ..search.searcher import DEFAULT_MODE, Searcher, check_mode
+from .hosts import LoopbackHostMiddleware
 
 STATIC = Path(__file__).parent / "static"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 MAX_RESULTS = 2000  # deepest a page of results can reach (offset + k)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
@@ -318,7 +318,10 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
     app = FastAPI(title="mllmret", summary="Search photos by the words an M-LLM wrote about them.",
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     app.state.library = lib
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost"])
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    else:  # a local server: any loopback name or address, nothing else (DNS rebinding)
+        app.add_middleware(LoopbackHostMiddleware)
     app.add_middleware(HeadAsGet)
 
     @app.middleware("http")
