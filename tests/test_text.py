@@ -15,9 +15,28 @@ def test_plurals_fold_to_singular(plural, single):
     assert singular(plural) == single
 
 
-@pytest.mark.parametrize("word", ["bus", "grass", "glass", "dress", "cactus", "analysis", "gas", "series"])
+@pytest.mark.parametrize("word", ["bus", "grass", "glass", "dress", "cactus", "analysis", "gas", "series",
+                                  "news", "lens", "physics", "scissors"])
 def test_singular_words_stay(word):
     assert singular(word) == word
+
+
+@pytest.mark.parametrize("plural,single", [
+    ("movies", "movie"), ("cookies", "cookie"), ("selfies", "selfie"), ("pies", "pie"), ("ties", "tie"),
+    ("zombies", "zombie"), ("lenses", "lens"), ("puppies", "puppy"), ("berries", "berry"), ("ladies", "lady"),
+])
+def test_ie_plurals_meet_their_singular_and_y_plurals_still_fold(plural, single):
+    assert singular(plural) == singular(single) == single
+
+
+def test_news_is_not_the_plural_of_new():
+    assert tokenize("the news") == ["news"] and tokenize("a new car") == ["new", "car"]
+
+
+@pytest.mark.parametrize("apostrophe", ["'", "\u2019", "\u02bc", "\u2018"])
+def test_typographic_apostrophes_read_as_ascii(apostrophe):
+    assert tokenize(f"the dog{apostrophe}s bowl") == ["dog", "bowl"]
+    assert tokenize(f"don{apostrophe}t") == tokenize("don't") == ["dont"]
 
 
 def test_tokenize_lowercases_drops_stopwords_and_punctuation():

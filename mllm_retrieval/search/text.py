@@ -27,12 +27,27 @@ IRREGULAR = {
     "mice": "mouse", "geese": "goose", "feet": "foot", "teeth": "tooth", "knives": "knife",
     "wives": "wife", "leaves": "leaf", "shelves": "shelf", "wolves": "wolf", "loaves": "loaf",
     "halves": "half", "calves": "calf", "scarves": "scarf", "oxen": "ox", "dice": "die",
-    "buses": "bus", "glasses": "glass", "skis": "ski", "taxis": "taxi", "kiwis": "kiwi",
+    "buses": "bus", "glasses": "glass", "lenses": "lens", "skis": "ski", "taxis": "taxi", "kiwis": "kiwi",
     "cacti": "cactus", "fungi": "fungus", "potatoes": "potato", "tomatoes": "tomato",
     "heroes": "hero", "mangoes": "mango", "volcanoes": "volcano", "species": "species",
     "series": "series", "sheep": "sheep", "fish": "fish", "deer": "deer", "aircraft": "aircraft",
 }
+# Nouns whose singular ends in -ie: their plural is -ies, but not the -y of sky/skies.
+IE_NOUNS = frozenset(
+    """auntie beanie birdie bootie bowtie brownie budgie caddie calorie collie cookie cowrie cutie doggie
+    eyrie foodie freebie genie goalie goodie groupie hankie hippie hoodie indie junkie kiddie lie
+    lingerie magpie menagerie movie necktie newbie oldie pie pixie prairie quickie reverie roadie
+    rookie rotisserie selfie smoothie sortie sweetie talkie techie tie veggie walkie yorkie zombie""".split()
+)
+# Words that end in s but are not plurals (or have no singular): kept whole.
+NOT_PLURAL = frozenset(
+    """news lens athletics gymnastics physics mathematics economics politics electronics graphics
+    aerobics acoustics measles mumps diabetes herpes rabies billiards chess means headquarters
+    crossroads barracks gallows innings thanks pants jeans shorts trousers overalls pajamas pyjamas
+    scissors tongs pliers binoculars tweezers goggles clothes""".split()
+)
 _NO_STRIP = ("ss", "us", "is", "os", "as", "ys")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _CJK = (
     "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
@@ -47,8 +62,10 @@ def singular(word: str) -> str:
     """Light, noun-oriented plural stemming: pigeons -> pigeon, benches -> bench, skies -> sky."""
     if word in IRREGULAR:
         return IRREGULAR[word]
-    if len(word) <= 2 or not word.endswith("s") or not word.isalpha():
+    if len(word) <= 2 or not word.endswith("s") or not word.isalpha() or word in NOT_PLURAL:
         return word
+    if word.endswith("ies") and word[:-1] in IE_NOUNS:
+        return word[:-1]
     if word.endswith("ies") and len(word) > 4:
         return word[:-3] + "y"
     if word.endswith(("sses", "shes", "ches", "xes", "zzes")):
@@ -59,8 +76,9 @@ def singular(word: str) -> str:
 
 
 def fold(text: str) -> str:
-    """Lowercase, compatibility forms unified, accents dropped; CJK recomposed (kana marks, Hangul kept)."""
-    text = unicodedata.normalize("NFKD", text.lower())
+    """Lowercase, compatibility forms unified, accents dropped, typographic apostrophes made ASCII; CJK
+    recomposed (kana marks, Hangul kept)."""
+    text = unicodedata.normalize("NFKD", text.lower()).translate(_APOSTROPHES)
     if not _HAS_CJK.search(text):
         return "".join(ch for ch in text if not unicodedata.combining(ch))
     text = "".join(ch for ch in text if not unicodedata.combining(ch) or ch in _KANA_MARKS)

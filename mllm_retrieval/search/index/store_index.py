@@ -24,7 +24,7 @@ from .sparse_engine import SparseEngine
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: CJK bigrams and OCR tokens (text.py, ocr.py); indexes saved by 1 are rebuilt
+FORMAT = 3  # 3: -ie plurals, "news"-like words, typographic apostrophes (text.py); older files are rebuilt
 REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebuild instead
 
 
