@@ -19,6 +19,7 @@ from ..capture.parsing import Parsed
 from ..capture.tiling import Box
 from ..config import db_path
 from ..errors import MllmretError
+from .locking import busy_timeout_ms, immediate, is_busy, user_message
 from .migrations import migrations
 
 SEARCHABLE = ("ok", "external")
@@ -173,14 +174,18 @@ class Store:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.db = Database(self.path)
-                self.db.execute("PRAGMA busy_timeout = 10000")
+                self.db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
                 self.db.enable_wal()
             except (OSError, sqlite3.DatabaseError) as e:
                 raise MllmretError(f"cannot open database {str(self.path)!r}: {e}") from e
         self.db.execute("PRAGMA foreign_keys = ON")
         try:
-            migrations.apply(self.db)
+            if migrations.pending(self.db):  # read first: a library already up to date takes no write lock
+                with immediate(self.db):  # two processes opening a new library: the second waits here
+                    migrations.apply(self.db)
         except sqlite3.DatabaseError as e:
+            if is_busy(e):
+                raise MllmretError(user_message(e)) from e
             raise MllmretError(f"{str(self.path)!r} is not an mllmret database: {e}") from e
 
     def close(self) -> None:
@@ -194,8 +199,8 @@ class Store:
         self.close()
 
     def atomic(self):
-        """A transaction: everything inside commits together or not at all."""
-        return self.db.atomic()
+        """A write transaction: everything inside commits together or not at all (see locking.py)."""
+        return immediate(self.db)
 
     # runs
     def get_or_create_run(
