@@ -11,7 +11,7 @@ from typing import Any
 
 from ..capture.ocr import KIND as OCR
 from ..capture.ocr import MIN_CONFIDENCE, parse_lines
-from ..search.text import tokenize
+from ..search.text import surface_words
 from .store import MAX_DIMENSION, SEARCHABLE, Store, as_int, as_side, as_tags, as_text
 
 MAX_TAGS = 12
@@ -76,7 +76,7 @@ def card_info(store: Store, image_ids: Iterable[int], run_ids: list[int] | None 
     sql += " ORDER BY t.key != 'full', t.id, c.run_id"  # ties go to the whole image's tags
     for image_id, tag_json, caption in store.db.execute(sql, args):
         tags[image_id].update(clean_tag(t) for t in as_tags(tag_json) if clean_tag(t))
-        words[image_id].update(w for w in tokenize(as_text(caption) or "")
+        words[image_id].update(w for w in surface_words(as_text(caption) or "").values()  # as written
                                if w not in VAGUE and not w.isdigit())
     for image_id, item in info.items():
         ranked = tags[image_id] or words[image_id]

@@ -24,7 +24,7 @@ from .sparse_engine import SparseEngine
 
 log = logging.getLogger(__name__)
 
-FORMAT = 3  # 3: -ie plurals, "news"-like words, typographic apostrophes (text.py); older files are rebuilt
+FORMAT = 3  # 3: Snowball stems, typographic apostrophes (text.py); files of older formats are rebuilt
 REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebuild instead
 
 
