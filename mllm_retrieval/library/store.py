@@ -269,7 +269,9 @@ class Store:
 
     def image_row(self, image_id: int) -> dict[str, Any]:
         """One image's record, each value of its column's type (an odd stored value reads as None)."""
-        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]), None)
+        if row is None:
+            raise MllmretError(f"no image with id {image_id} in {self.path or 'this library'}")
         texts = {k: as_text(row[k]) for k in ("sha256", "external_id", "path", "status", "added_at")}
         return {**row, **texts, "width": as_side(row["width"]), "height": as_side(row["height"]),
                 "bytes": as_int(row["bytes"])}

@@ -17,6 +17,7 @@ import numpy as np
 
 from ...capture.ocr import KIND as OCR
 from ...capture.ocr import ocr_tokens
+from ...library.identity import Stamp, stamp
 from ...library.store import Store, TileText
 from ..text import tokenize
 from .base import DEFAULT_ENGINE, Engine, get_engine
@@ -97,10 +98,14 @@ class StoreIndex:
     def _save(self) -> None:
         if self.path is None or not isinstance(self.engine, SparseEngine):
             return
+        made = stamp(self.store, self.watermark)
         try:
             self.engine.save(self.path, extra={
                 "image_of": np.asarray(self.image_of, dtype=np.int64),
                 "watermark": np.asarray([self.watermark], dtype=np.int64),
+                "format": np.asarray([FORMAT], dtype=np.int64),
+                "library": np.frombuffer(made.library.encode(), dtype=np.uint8),
+                "tail": np.asarray([made.tail], dtype=np.int64),
             })
         except OSError as e:  # a read-only folder only costs a rebuild next time
             log.warning("could not save the search index to %s: %s", self.path, e)
@@ -110,13 +115,20 @@ class StoreIndex:
             return False
         try:
             engine, extra = SparseEngine.load(self.path)
-            watermark = int(extra["watermark"][0])
+            made = Stamp(extra["library"].tobytes().decode(), int(extra["watermark"][0]),
+                         int(extra["tail"][0]))
             image_of = extra["image_of"].tolist()
-        except Exception as e:  # a damaged or foreign file is rebuilt, never trusted
-            log.warning("rebuilding the search index: %s is unreadable (%s)", self.path, e)
+            if int(extra["format"][0]) != FORMAT or len(image_of) != len(engine.doc_len):
+                raise ValueError("inconsistent contents")
+        except Exception as e:  # a damaged, truncated or older file is rebuilt, never trusted
+            log.warning("rebuilding the search index: %s is unreadable (%s)", self.path.name,
+                        e or type(e).__name__)
             return False
-        if watermark > head or len(image_of) != len(engine.doc_len):
+        why = made.mismatch(self.store, head)
+        if why is not None:
+            log.warning("rebuilding the search index: %s was %s", self.path.name, why)
             return False
+        watermark = made.watermark
         self.engine, self.image_of, self.watermark = engine, image_of, watermark
         self.doc_of = {img: d for d, img in enumerate(image_of) if engine.alive[d]}
         return True
