@@ -11,12 +11,17 @@ moment leaves either the old file or the new one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import data_dir
+from .readonly import writable
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 TAIL = 8  # change-log rows fingerprinted at the watermark
 
@@ -60,6 +65,21 @@ def change_tail(store: Store, watermark: int) -> int:
         return 0
     digest = hashlib.blake2b(repr(rows).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little", signed=True)
+
+
+def derived_path(store: Store, name: str) -> Path | None:
+    """Where a derived file named `name` lives: beside the database, or, when $MLLMRET_CACHE_DIR is set or
+    the database's folder is read-only, in a cache folder of this library (by its UUID)."""
+    if store.path is None:
+        return None
+    cache = os.environ.get("MLLMRET_CACHE_DIR")
+    if not cache and not getattr(store, "read_only", False) and writable(store.path.parent):
+        return store.path.with_name(name)
+    folder = (Path(cache) if cache else data_dir() / "cache") / library_id(store)
+    if not cache and not folder.exists():  # said once, when the cache is made
+        log.warning("%s is read-only: its search indexes are kept in %s", store.path.parent, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
 
 
 def stamp(store: Store, watermark: int) -> Stamp:

@@ -59,6 +59,9 @@ def user_message(error: sqlite3.Error) -> str:
     if is_busy(error):
         return ("the library is busy: another mllmret process (a caption, import or embed run) is writing "
                 "to it; wait for it to finish, or stop it, then run this again (finished work is kept)")
+    if "readonly" in str(error).lower() or "read-only" in str(error).lower():
+        return ("the library is read-only here: searching works, adding to it does not; copy it to a "
+                "writable folder to change it")
     if isinstance(error, sqlite3.DatabaseError) and "disk" in str(error).lower():
         return f"the library could not be written ({error}): free some disk space, then run this again"
     return f"database error: {error} (the library file may be damaged; a copy of it is worth keeping)"

@@ -21,6 +21,7 @@ from ..config import db_path
 from ..errors import MllmretError
 from .locking import busy_timeout_ms, immediate, is_busy, user_message
 from .migrations import migrations
+from .readonly import needs_upgrade, open_read_only, read_only_library
 
 SEARCHABLE = ("ok", "external")
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -171,15 +172,21 @@ class Store:
         else:
             self.path = Path(path) if path else db_path()
             check_library(self.path)
+            self.read_only = read_only_library(self.path)  # searched as is; indexes go to a cache folder
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = Database(self.path)
-                self.db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
-                self.db.enable_wal()
+                if self.read_only:
+                    self.db = Database(open_read_only(self.path))
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self.db = Database(self.path)
+                    self.db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
+                    self.db.enable_wal()
             except (OSError, sqlite3.DatabaseError) as e:
                 raise MllmretError(f"cannot open database {str(self.path)!r}: {e}") from e
         self.db.execute("PRAGMA foreign_keys = ON")
         try:
+            if getattr(self, "read_only", False) and migrations.pending(self.db):
+                raise needs_upgrade(self.path)
             if migrations.pending(self.db):  # read first: a library already up to date takes no write lock
                 with immediate(self.db):  # two processes opening a new library: the second waits here
                     migrations.apply(self.db)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...library.identity import Stamp, stamp, write_atomic
+from ...library.identity import Stamp, derived_path, stamp, write_atomic
 from ...library.store import Store, TileText
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class SemanticIndex:
         runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
         ident = f"{FORMAT}:{TEXT_VERSION}:{runs}:{self.embedder.name}"
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
-        return self.store.path.with_name(f"{self.store.path.name}.semantic-{key}.npz")
+        return derived_path(self.store, f"{self.store.path.name}.semantic-{key}.npz")
 
     def _vec_path(self, gen: int) -> Path:
         return self.path.with_name(f"{self.path.stem}.{gen}.f32")

@@ -17,7 +17,7 @@ import numpy as np
 
 from ...capture.ocr import KIND as OCR
 from ...capture.ocr import ocr_tokens
-from ...library.identity import Stamp, stamp
+from ...library.identity import Stamp, derived_path, stamp
 from ...library.store import Store, TileText
 from ..text import tokenize
 from .base import DEFAULT_ENGINE, Engine, get_engine
@@ -63,7 +63,7 @@ class StoreIndex:
             return None
         runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
         key = hashlib.sha256(f"{FORMAT}:{runs}".encode()).hexdigest()[:12]
-        return self.store.path.with_name(f"{self.store.path.name}.index-{key}.npz")
+        return derived_path(self.store, f"{self.store.path.name}.index-{key}.npz")
 
     def sync(self) -> int:
         """Apply what changed in the store since the last sync; returns images re-indexed."""
