@@ -38,13 +38,23 @@ def embed_library(store: Store, embedder=None, run_ids: list[int] | None = None,
 
     StoreIndex(store, run_ids).sync()
     if not embed:
+        _housekeeping(store)
         return None
     from ..search.index.semantic_index import SemanticIndex
 
     index = SemanticIndex(store, run_ids, embedder, progress=progress)
     index.progress_from = 0
     embedded = index.sync()
+    _housekeeping(store)
     return EmbedSummary(embedded, len(index), index.embedder.name)
+
+
+def _housekeeping(store: Store) -> None:
+    """After ingest, once the indexes are up to date: a change log grown past its bound is compacted."""
+    from .housekeeping import compact_change_log
+
+    if not getattr(store, "read_only", False):
+        compact_change_log(store)
 
 
 def backlog_note(pending: int) -> str:

@@ -24,6 +24,7 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 TAIL = 8  # change-log rows fingerprinted at the watermark
+FOREIGN = "made for another library"
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class Stamp:
     def mismatch(self, store: Store, head: int) -> str | None:
         """Why this stamp does not describe the store's database now, or None when it does."""
         if self.library != library_id(store):
-            return "made for another library"
+            return FOREIGN
+        if self.watermark < changes_floor(store):
+            return "older than the compacted change log"
         if self.watermark > head:
             return "newer than the database (a restored backup?)"
         if self.tail != change_tail(store, self.watermark):
@@ -52,6 +55,11 @@ def library_id(store: Store) -> str:
         row = store.db.execute("SELECT value FROM library WHERE key = 'uuid'").fetchone()
         cached = store._library_id = str(row[0])
     return cached
+
+
+def changes_floor(store: Store) -> int:
+    """The last change-log sequence that compaction removed (0: none): a file older than it is stale."""
+    return store.changes_floor()
 
 
 def change_tail(store: Store, watermark: int) -> int:

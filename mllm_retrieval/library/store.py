@@ -495,3 +495,28 @@ class Store:
         return self.db.execute(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path"
         ).fetchall()
+
+    # added for housekeeping (issue #16)
+    def images_with_text(self) -> set[int]:
+        """Ids of searchable images that have at least one caption."""
+        return {r[0] for r in self.db.execute(
+            "SELECT DISTINCT t.image_id FROM captions c JOIN tiles t ON t.id = c.tile_id "
+            f"JOIN images i ON i.id = t.image_id WHERE i.status IN {SEARCHABLE!r}")}
+
+    def compact_changes(self, upto: int) -> int:
+        """Delete change-log rows up to `upto` and record it as the floor; returns the rows deleted."""
+        with self.atomic():
+            n = self.db.execute("DELETE FROM text_changes WHERE seq <= ?", [upto]).rowcount
+            self.db.execute("INSERT OR REPLACE INTO library (key, value) VALUES ('changes_floor', ?)",
+                            [str(max(upto, self.changes_floor()))])
+        return n
+
+    def changes_floor(self) -> int:
+        """The last change-log sequence that compaction removed (0: none)."""
+        row = self.db.execute("SELECT value FROM library WHERE key = 'changes_floor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def indexed_files(self) -> list[tuple[str, int | None, float | None]]:
+        """(path, bytes, mtime) of every file indexed without error, as last seen."""
+        return self.db.execute(
+            "SELECT path, bytes, mtime FROM files WHERE status = 'ok' ORDER BY path").fetchall()

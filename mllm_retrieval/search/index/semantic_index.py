@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...library.identity import Stamp, derived_path, stamp, write_atomic
+from ...library.identity import FOREIGN, Stamp, derived_path, stamp, write_atomic
 from ...library.store import Store, TileText
 
 log = logging.getLogger(__name__)
@@ -111,10 +111,9 @@ class SemanticIndex:
         head = self._open()
         if self.complete and head == self.watermark:
             return 0
-        changed = self.store.changed_images(self.watermark if self.complete else 0, head)
-        if not self.complete:
-            return len(changed - self.row_of.keys())
-        return len(changed)
+        if not self.complete:  # the change log may be compacted: count images with text and no row
+            return len(self.store.images_with_text() - self.row_of.keys())
+        return len(self.store.changed_images(self.watermark, head))
 
     def _open(self) -> int:
         """The change-log head, after loading the saved index once."""
@@ -133,7 +132,7 @@ class SemanticIndex:
         if self.complete and head == self.watermark:
             return 0
         changed: set[int] | None = None
-        if self.complete:
+        if self.complete and self.watermark >= self.store.changes_floor():  # else: rows compacted, check all
             changed = self.store.changed_images(self.watermark, head)
             if len(changed) > REBUILD_FRACTION * max(len(self.row_of), 1000):
                 changed = None
@@ -298,7 +297,8 @@ class SemanticIndex:
                 made = stamp(self.store, self.watermark)
                 arrays = {"image_of": self.image_of, "hashes": self.hashes, "alive": self.alive, "meta": meta,
                           "embedder": name, "library": np.frombuffer(made.library.encode(), dtype=np.uint8),
-                          "check": np.asarray([made.tail, self._crc], dtype=np.int64)}
+                          "check": np.asarray([made.tail, self._crc], dtype=np.int64),
+                          "runs": np.asarray(self.run_ids or [], dtype=np.int64)}  # none: all runs
                 write_atomic(self.path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
                 self._saved_rows, self._stamp = self.n, _stamp(self.path)
                 for old in self.path.parent.glob(f"{self.path.stem}.*.f32"):
@@ -323,7 +323,7 @@ class SemanticIndex:
                 if fmt != FORMAT or name != self.embedder.name or len(image_of) != n:
                     raise ValueError("written for another format or embedder")
                 why = made.mismatch(self.store, head)
-                if why is not None:
+                if why == FOREIGN:
                     raise ValueError(why)
                 if vec_path.stat().st_size < n * dim * 4:
                     raise ValueError(f"{vec_path.name} is shorter than recorded")
@@ -333,6 +333,9 @@ class SemanticIndex:
         except Exception as e:  # a damaged, truncated, stale or foreign file is rebuilt, never trusted
             log.warning("re-embedding: the semantic index %s is unusable (%s)", self.path.name, e)
             return False
+        if why is not None:  # another state of this library: every row is checked against the text now,
+            log.info("checking every image text: the semantic index %s was %s", self.path.name, why)
+            complete = False  # and rows whose text is unchanged are kept (rows are keyed by text hash)
         self._buf, self.n, self.dim = vectors, n, dim
         self.image_of, self.hashes, self.alive = image_of, hashes, alive
         self.row_of = {int(i): r for r, i in enumerate(image_of.tolist()) if alive[r]}

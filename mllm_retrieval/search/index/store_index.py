@@ -72,6 +72,8 @@ class StoreIndex:
             return self._rebuild(head)
         if head == self.watermark:
             return 0
+        if self.watermark < self.store.changes_floor():  # the rows since the watermark were compacted
+            return self._rebuild(head)
         changed = self.store.changed_images(self.watermark, head)
         if len(changed) > REBUILD_FRACTION * max(len(self.image_of), 1000):
             return self._rebuild(head)
@@ -106,6 +108,7 @@ class StoreIndex:
                 "format": np.asarray([FORMAT], dtype=np.int64),
                 "library": np.frombuffer(made.library.encode(), dtype=np.uint8),
                 "tail": np.asarray([made.tail], dtype=np.int64),
+                "runs": np.asarray(self.run_ids or [], dtype=np.int64),  # none: all runs
             })
         except OSError as e:  # a read-only folder only costs a rebuild next time
             log.warning("could not save the search index to %s: %s", self.path, e)
