@@ -78,7 +78,8 @@ def test_caption_backend_import(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ["caption", "search", "import", "export", "stats", "prompts", "demo", "tags write"]:
+    for command in ["caption", "search", "import", "export", "stats", "check", "prompts", "demo",
+                    "tags write"]:
         r = mllmret(*command.split(), "--help")
         assert "Usage:" in r.stdout and len(r.stdout) > 100
     assert "tags_caption" in mllmret("prompts").stdout

@@ -128,3 +128,19 @@ def test_check_reports_missing_and_changed_photos(tmp_path, photos):
     assert r.exit_code == 1
     assert f"missing {photos / 'red.jpg'}" in r.stdout and f"changed {photos / 'palette.gif'}" in r.stdout
     assert "1 missing, 1 changed" in r.stdout
+
+
+def test_semantic_files_of_an_embedder_folder_that_is_gone_are_unusable(tmp_path):
+    folder = tmp_path / "my-embedder"
+    folder.mkdir()
+
+    class Local(FakeEmbedder):
+        name = str(folder)
+
+    with Store(tmp_path / "lib.db") as store:
+        add(store, "a", "Caption: a cat.")
+        SemanticIndex(store, embedder=Local()).sync()
+        assert not survey_derived(store).unusable
+        folder.rmdir()
+        problems = {f.problem for f in survey_derived(store).unusable}
+    assert problems == {"made with an embedder folder that no longer exists"}

@@ -113,6 +113,9 @@ def _check(store: Store, path: Path, runs: set[int], keyword_format: int,
                 fmt, lib = int(data["meta"][0]), data["library"].tobytes().decode()
                 file_runs = data["runs"].tolist() if "runs" in data.files else []
                 fmt_ok = fmt == semantic_format
+                embedder = data["embedder"].tobytes().decode()
+                if Path(embedder).is_absolute() and not Path(embedder).exists():
+                    return "made with an embedder folder that no longer exists"
     except Exception:
         return "unreadable, or written by an older version"
     if not fmt_ok:
