@@ -3,6 +3,9 @@ stays right; `mllmret check` finds unusable derived files and missing photos; `-
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 from cli_helpers import mllmret
@@ -100,6 +103,9 @@ def test_check_finds_and_repair_removes_unusable_derived_files(tmp_path):
             store.db.execute("DELETE FROM runs WHERE id = ?", [other.id])
     (tmp_path / "lib.db.index-0123456789ab.npz").write_bytes(b"old format")
     (tmp_path / "lib.db.index-0123456789ab.npz.99.tmp.npz").write_bytes(b"half a save")
+    (tmp_path / "lib.db.index-0123456789ab.npz.98.tmp.npz").write_bytes(b"a save going on now")
+    old = time.time() - 3600
+    os.utime(tmp_path / "lib.db.index-0123456789ab.npz.99.tmp.npz", (old, old))
     with Store(db) as store:
         problems = {f.path.name: f.problem for f in survey_derived(store).unusable}
     assert sorted(problems.values()) == ["left by a save that did not finish",
@@ -109,7 +115,10 @@ def test_check_finds_and_repair_removes_unusable_derived_files(tmp_path):
     assert r.exit_code == 1 and "database: ok" in r.stdout and "3 unusable" in r.stdout
     r = mllmret("check", "--repair", "--db", db)
     assert "0 unusable" in r.stdout and r.stdout.count("repaired: removed") == 3
-    assert len(list(tmp_path.glob("lib.db.index-*"))) == 1
+    with Store(db) as store:
+        kept = StoreIndex(store).path.name
+    assert sorted(p.name for p in tmp_path.glob("lib.db.index-*")) == [
+        "lib.db.index-0123456789ab.npz.98.tmp.npz", kept], "a save going on elsewhere is left alone"
     assert "kite" in mllmret("search", "kite", "--mode", "keyword", "--db", db).stdout
 
 

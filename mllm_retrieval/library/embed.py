@@ -53,7 +53,7 @@ def _housekeeping(store: Store) -> None:
     """After ingest, once the indexes are up to date: a change log grown past its bound is compacted."""
     from .housekeeping import compact_change_log
 
-    if not getattr(store, "read_only", False):
+    if not store.read_only:
         compact_change_log(store)
 
 

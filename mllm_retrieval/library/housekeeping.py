@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 RATIO = 4  # compact once the log holds more rows than this many times the captions
 KEEP_FRACTION = 1.0  # rows kept: this many times the captions (recent history, so lagging indexes catch up)
 KEEP_MIN = 1024
+TMP_AGE = 600  # seconds: a temporary file older than this is a killed save's leftover
 _DERIVED = re.compile(r"\.(index|semantic)-[0-9a-f]{12}(\.\d+\.f32|\.npz|\.npz\.lock)?$")
 
 
@@ -80,8 +82,9 @@ def survey_derived(store: Store) -> DerivedReport:
     for folder in folders:
         for path in sorted(folder.glob(f"{store.path.name}.*")):
             rest = path.name[len(store.path.name):]
-            if ".tmp" in rest:
-                report.files.append(DerivedFile(path, "left by a save that did not finish"))
+            if ".tmp" in rest:  # a save in progress elsewhere is a few seconds old at most
+                if time.time() - path.stat().st_mtime > TMP_AGE:
+                    report.files.append(DerivedFile(path, "left by a save that did not finish"))
             elif _DERIVED.search(rest):
                 report.files.append(DerivedFile(path, _check(store, path, runs, store_index.FORMAT,
                                                               semantic_index.FORMAT)))

@@ -81,7 +81,7 @@ def derived_path(store: Store, name: str) -> Path | None:
     if store.path is None:
         return None
     cache = os.environ.get("MLLMRET_CACHE_DIR")
-    if not cache and not getattr(store, "read_only", False) and writable(store.path.parent):
+    if not cache and not store.read_only and writable(store.path.parent):
         return store.path.with_name(name)
     folder = (Path(cache) if cache else data_dir() / "cache") / library_id(store)
     if not cache and not folder.exists():  # said once, when the cache is made

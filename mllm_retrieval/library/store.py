@@ -168,7 +168,7 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None, *, memory: bool = False) -> None:
         if memory:
             self.db = Database(memory=True)
-            self.path = None
+            self.path, self.read_only = None, False
         else:
             self.path = Path(path) if path else db_path()
             check_library(self.path)
@@ -185,7 +185,7 @@ class Store:
                 raise MllmretError(f"cannot open database {str(self.path)!r}: {e}") from e
         self.db.execute("PRAGMA foreign_keys = ON")
         try:
-            if getattr(self, "read_only", False) and migrations.pending(self.db):
+            if self.read_only and migrations.pending(self.db):
                 raise needs_upgrade(self.path)
             if migrations.pending(self.db):  # read first: a library already up to date takes no write lock
                 with immediate(self.db):  # two processes opening a new library: the second waits here
