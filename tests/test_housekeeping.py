@@ -153,3 +153,31 @@ def test_semantic_files_of_an_embedder_folder_that_is_gone_are_unusable(tmp_path
         folder.rmdir()
         problems = {f.problem for f in survey_derived(store).unusable}
     assert problems == {"made with an embedder folder that no longer exists"}
+
+
+def test_ingest_removes_derived_files_no_index_can_use(tmp_path):
+    db = tmp_path / "lib.db"
+    with Store(db) as store:
+        add(store, "a", "Tags: kite")
+    older = tmp_path / "lib.db.index-0123456789ab.npz"
+    np.savez(older, watermark=np.asarray([1]))  # an index file of an older version (no format, no identity)
+    newer_rows = tmp_path / "lib.db.semantic-0123456789ab.7.f32"  # rows of a save going on (no sidecar yet)
+    newer_rows.write_bytes(b"")
+    with Store(db) as store:
+        embed_library(store, embed=False)
+    with Store(db) as store:
+        kept = StoreIndex(store).path.name
+    assert not older.exists()
+    assert sorted(p.name for p in tmp_path.glob("lib.db.*")) == sorted([newer_rows.name, kept])
+
+
+def test_files_of_a_library_whose_name_extends_ours_are_not_ours(tmp_path):
+    with Store(tmp_path / "lib.db.old") as old:
+        add(old, "a", "Tags: kite")
+        StoreIndex(old).sync()
+    theirs = sorted(p.name for p in tmp_path.glob("lib.db.old.*"))
+    with Store(tmp_path / "lib.db") as store:
+        add(store, "b", "Tags: kite")
+        embed_library(store, embed=False)
+        assert all(f.path.name.startswith("lib.db.index-") for f in survey_derived(store).files)
+    assert sorted(p.name for p in tmp_path.glob("lib.db.old.*")) == theirs and theirs

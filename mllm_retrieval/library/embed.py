@@ -50,11 +50,15 @@ def embed_library(store: Store, embedder=None, run_ids: list[int] | None = None,
 
 
 def _housekeeping(store: Store) -> None:
-    """After ingest, once the indexes are up to date: a change log grown past its bound is compacted."""
-    from .housekeeping import compact_change_log
+    """After ingest, once the indexes are up to date: a change log grown past its bound is compacted, and
+    derived files no index can use (older formats, deleted runs, killed saves) are removed."""
+    from .housekeeping import compact_change_log, remove_unusable, survey_derived
 
-    if not store.read_only:
-        compact_change_log(store)
+    if store.read_only or store.path is None:
+        return
+    compact_change_log(store)
+    for path in remove_unusable(survey_derived(store)):
+        log.info("removed %s: no index can use it", path.name)
 
 
 def backlog_note(pending: int) -> str:

@@ -27,7 +27,8 @@ RATIO = 4  # compact once the log holds more rows than this many times the capti
 KEEP_FRACTION = 1.0  # rows kept: this many times the captions (recent history, so lagging indexes catch up)
 KEEP_MIN = 1024
 TMP_AGE = 600  # seconds: a temporary file older than this is a killed save's leftover
-_DERIVED = re.compile(r"\.(index|semantic)-[0-9a-f]{12}(\.\d+\.f32|\.npz|\.npz\.lock)?$")
+_DERIVED = re.compile(r"\.(?:index|semantic)-[0-9a-f]{12}(?:\.\d+\.f32|\.npz|\.npz\.lock)")  # after "<db>"
+_TMP = re.compile(r"\.(?:index|semantic)-[0-9a-f]{12}\..*\.tmp(?:\.npz)?")
 
 
 def change_log_rows(store: Store) -> int:
@@ -82,10 +83,10 @@ def survey_derived(store: Store) -> DerivedReport:
     for folder in folders:
         for path in sorted(folder.glob(f"{store.path.name}.*")):
             rest = path.name[len(store.path.name):]
-            if ".tmp" in rest:  # a save in progress elsewhere is a few seconds old at most
+            if _TMP.fullmatch(rest):  # a save in progress elsewhere is a few seconds old at most
                 if time.time() - path.stat().st_mtime > TMP_AGE:
                     report.files.append(DerivedFile(path, "left by a save that did not finish"))
-            elif _DERIVED.search(rest):
+            elif _DERIVED.fullmatch(rest):
                 report.files.append(DerivedFile(path, _check(store, path, runs, store_index.FORMAT,
                                                               semantic_index.FORMAT)))
     return report
@@ -98,14 +99,15 @@ def _check(store: Store, path: Path, runs: set[int], keyword_format: int,
         return None
     if path.suffix == ".f32":
         sidecar = path.with_name(path.name.rsplit(".", 2)[0] + ".npz")
-        if not sidecar.exists():
-            return "rows without their index file"
+        if not sidecar.exists():  # a first save writes the rows, then the index file
+            return "rows without their index file" if time.time() - path.stat().st_mtime > TMP_AGE else None
         try:
             with np.load(sidecar) as data:
                 gen = int(data["meta"][3])
         except Exception:
             return "rows of an unreadable index file"
-        return None if path.name.endswith(f".{gen}.f32") else "rows of an older generation"
+        file_gen = int(path.name.rsplit(".", 2)[1])
+        return "rows of an older generation" if file_gen < gen else None  # newer: a save going on
     try:
         with np.load(path) as data:
             if ".index-" in path.name:
