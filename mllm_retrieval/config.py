@@ -24,6 +24,11 @@ def db_path() -> Path:
     return Path(env) if env else data_dir() / DB_NAME
 
 
+def eval_dir(name: str) -> Path:
+    """Where `mllmret eval` writes a set's results.json and plots when --out is not given."""
+    return data_dir() / "eval" / name
+
+
 def composer_path(kind: str = "tirg") -> Path:
     """Where `mllmret train-composer --kind KIND` saves, and `--composer learned` looks, by default."""
     return data_dir() / "composers" / ("fashioniq-encoder" if kind == "encoder" else "fashioniq.safetensors")

@@ -9,6 +9,10 @@ class ImageError(MllmretError):
     """An image file could not be read; the file is skipped, not fatal."""
 
 
+class PathNotFound(MllmretError):
+    """A path given to caption or OCR does not exist (a typo, an unmounted drive)."""
+
+
 class GridError(MllmretError, ValueError):
     """A --grid value that is not NONE, COLSxROWS, or out of range."""
 

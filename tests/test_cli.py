@@ -80,7 +80,8 @@ def test_caption_backend_import(tmp_path):
 
 
 def test_every_command_has_help():
-    for command in ["caption", "search", "import", "export", "stats", "prompts", "demo", "tags write"]:
+    for command in ["caption", "search", "import", "export", "stats", "check", "prompts", "demo",
+                    "tags write"]:
         r = mllmret(*command.split(), "--help")
         assert "Usage:" in r.stdout and len(r.stdout) > 100
     assert "tags_caption" in mllmret("prompts").stdout
@@ -112,3 +113,32 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert total == distinct == 12 * 5
     assert "already captioned" in done.stderr
+
+
+@pytest.mark.parametrize("extra", [[], ["--dry-run"], ["--ocr-only"]])
+def test_caption_of_a_mistyped_folder_fails_in_one_line_and_makes_nothing(tmp_path, extra):
+    db = tmp_path / "x.db"
+    r = mllmret("caption", tmp_path / "mistyped" / "folder", "--db", db, *extra, ok=False)
+    assert r.exit_code == 1
+    assert r.stderr.startswith("Error: ") and "no such file or folder" in r.stderr
+    assert r.stderr.count("\n") == 1 and "mistyped" in r.stderr
+    assert not db.exists()
+
+
+def test_caption_summary_lists_files_that_left_the_folder(tmp_path, monkeypatch):
+    from fakes import FakeCaptioner
+    from PIL import Image
+
+    from mllm_retrieval.capture.captioners import base
+
+    monkeypatch.setitem(base._REGISTRY, "fake", lambda **kw: FakeCaptioner(**kw))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), "red").save(folder / "a.png")
+    Image.new("RGB", (32, 32), "blue").save(folder / "b.png")
+    db = tmp_path / "x.db"
+    mllmret("caption", folder, "--backend", "fake", "--no-embed", "-q", "--db", db)
+    (folder / "b.png").unlink()
+    r = mllmret("caption", folder, "--backend", "fake", "--no-embed", "-q", "--db", db)
+    assert "1 gone" in r.stderr
+    assert f"gone {folder / 'b.png'}:" in r.stderr

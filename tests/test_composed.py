@@ -12,6 +12,7 @@ from mllm_retrieval.cli import app
 from mllm_retrieval.composed.benchmarks import load_cirr
 from mllm_retrieval.composed.edits import REF_WEIGHT, compose, parse_edit
 from mllm_retrieval.composed.evaluate import demote, evaluate_split, expected_recall
+from mllm_retrieval.search.text import stem
 
 COMPOSED = SHARED / "composed"
 
@@ -42,7 +43,7 @@ COMPOSED = SHARED / "composed"
 ])
 def test_parse_edit_phrasings(text, add, remove):
     e = parse_edit(text)
-    assert set(e.add) == set(add) and set(e.remove) == set(remove), e
+    assert set(e.add) == {stem(w) for w in add} and set(e.remove) == {stem(w) for w in remove}, e
 
 
 @pytest.mark.parametrize("text, add, remove", [
@@ -62,7 +63,7 @@ def test_parse_edit_phrasings(text, add, remove):
 ])
 def test_negation_scope(text, add, remove):
     e = parse_edit(text)
-    assert set(e.add) == set(add) and set(e.remove) == set(remove), e
+    assert set(e.add) == {stem(w) for w in add} and set(e.remove) == {stem(w) for w in remove}, e
 
 
 def test_keep_hints_are_never_removed():

@@ -324,6 +324,16 @@ def test_cli_writes_json_plots_and_markdown(tiny, tmp_path):
     assert md.read_text().count("<!-- BEGIN mllmret-eval") == 2  # the rerun replaced its own section
 
 
+def test_cli_without_out_writes_into_the_data_dir_and_says_where(tiny, tmp_path, monkeypatch):
+    labels, captions = tiny
+    monkeypatch.chdir(tmp_path)
+    r = cli("--annotations", labels, "--captions", captions, "-q")
+    results = tmp_path / "data" / "eval" / "retrieval-custom" / "results.json"
+    assert json.loads(results.read_text())["evalset"]["n_images"] == 6
+    assert not (tmp_path / "eval").exists(), "nothing written relative to the current folder"
+    assert f"wrote {results}" in r.stderr
+
+
 def test_cli_errors_are_one_line(tiny, tmp_path):
     labels, captions = tiny
     tiny_set = ("--annotations", labels, "--captions", captions)

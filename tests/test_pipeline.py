@@ -85,7 +85,7 @@ def test_deleted_files_leave_search(store, photos):
     run(store, [photos])
     (photos / "red.jpg").unlink()
     s = run(store, [photos])
-    assert s.removed == 1
+    assert s.removed == [str(photos / "red.jpg")]
     assert {t.image_id for t in store.tile_texts()} == {
         r[0] for r in store.db.execute("SELECT id FROM images WHERE status = 'ok'")}
     assert len({t.image_id for t in store.tile_texts()}) == 3
@@ -94,9 +94,9 @@ def test_deleted_files_leave_search(store, photos):
 def test_bad_files_are_skipped_with_reasons_and_the_run_goes_on(store, photos):
     (photos / "zero.jpg").write_bytes(b"")
     (photos / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
-    s = run(store, [photos, photos / "nope.jpg"])
+    s = run(store, [photos])
     reasons = {f.path.rsplit("/", 1)[-1]: f.reason for f in s.failed}
-    assert set(reasons) == {"zero.jpg", "corrupt.png", "nope.jpg"}
+    assert set(reasons) == {"zero.jpg", "corrupt.png"}
     assert "empty" in reasons["zero.jpg"]
     assert s.captioned_images == 4
     assert {p.rsplit("/", 1)[-1] for p, _ in store.failures()} == {"zero.jpg", "corrupt.png"}
@@ -129,3 +129,30 @@ def test_parsed_tags_and_raw_text_are_both_stored(store, photos):
     assert raw.startswith("Tags: red")
     assert json.loads(tags) == ["red", "size64x48"]
     assert caption == "A red tile."
+
+
+@pytest.mark.parametrize("make", ["missing", "broken symlink"])
+def test_a_path_that_does_not_exist_is_an_error_and_makes_no_run(store, photos, tmp_path, make):
+    from mllm_retrieval.errors import PathNotFound
+
+    bad = tmp_path / "mistyped"
+    if make == "broken symlink":
+        bad.symlink_to(tmp_path / "nowhere")
+    fake = FakeCaptioner()
+    with pytest.raises(PathNotFound, match="mistyped"):
+        run(store, [photos, bad], fake)
+    assert fake.calls == [] and count(store, "runs") == 0 and count(store, "files") == 0
+
+
+def test_ocr_and_dry_run_refuse_a_missing_path(store, tmp_path):
+    from fakes import FakeOcr
+
+    from mllm_retrieval.capture.estimate import estimate
+    from mllm_retrieval.capture.ocr_pipeline import ocr_paths
+    from mllm_retrieval.errors import PathNotFound
+
+    with pytest.raises(PathNotFound):
+        ocr_paths(store, [tmp_path / "mistyped"], FakeOcr(), progress=False)
+    with pytest.raises(PathNotFound):
+        estimate(store, [tmp_path / "mistyped"], FakeCaptioner(), PROMPT, calibrate=False)
+    assert count(store, "runs") == 0

@@ -13,7 +13,8 @@ def test_schema_after_migrations(store):
     tables = set(store.db.table_names())
     assert {"images", "files", "tiles", "runs", "captions"} <= tables
     assert [m.name for m in migrations.applied(store.db)] == [
-        "m001_initial", "m002_text_changes", "m003_run_kind", "m004_runs_keyed_without_server"]
+        "m001_initial", "m002_text_changes", "m003_run_kind", "m004_runs_keyed_without_server",
+        "m005_library_identity"]
     assert store.db["captions"].columns_dict.keys() >= {
         "tile_id", "run_id", "raw", "tags", "caption", "seconds"}
 

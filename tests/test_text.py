@@ -3,34 +3,61 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mllm_retrieval.search.query import parse_query
-from mllm_retrieval.search.text import singular, tokenize
+from mllm_retrieval.search.text import stem, surface_words, tokenize
 
 
 @pytest.mark.parametrize("plural,single", [
     ("pigeons", "pigeon"), ("benches", "bench"), ("skies", "sky"), ("boxes", "box"),
     ("buses", "bus"), ("glasses", "glass"), ("people", "person"), ("women", "woman"),
     ("knives", "knife"), ("horses", "horse"), ("tvs", "tv"), ("dishes", "dish"),
+    ("movies", "movie"), ("cookies", "cookie"), ("selfies", "selfie"), ("pies", "pie"), ("ties", "tie"),
+    ("zombies", "zombie"), ("lenses", "lens"), ("puppies", "puppy"), ("berries", "berry"),
+    ("ladies", "lady"), ("giraffes", "giraffe"), ("men", "man"), ("children", "child"), ("skis", "ski"),
 ])
-def test_plurals_fold_to_singular(plural, single):
-    assert singular(plural) == single
+def test_plurals_meet_their_singular(plural, single):
+    assert tokenize(plural) == tokenize(single) and len(tokenize(single)) == 1
 
 
-@pytest.mark.parametrize("word", ["bus", "grass", "glass", "dress", "cactus", "analysis", "gas", "series"])
-def test_singular_words_stay(word):
-    assert singular(word) == word
+@pytest.mark.parametrize("a,b", [("skiing", "ski"), ("surfing", "surf"), ("running", "run")])
+def test_verb_forms_meet_their_stem(a, b):
+    assert tokenize(a) == tokenize(b)
+
+
+@pytest.mark.parametrize("a,b", [("news", "new"), ("bus", "bu"), ("glass", "glas"), ("gas", "ga")])
+def test_words_ending_in_s_are_not_cut_to_another_word(a, b):
+    assert tokenize(a) != tokenize(b)
+
+
+def test_stemming_is_idempotent_on_its_own_output():
+    for word in ("movies", "people", "buses", "knives", "skiing", "giraffes", "news"):
+        assert stem(stem(word)) == stem(word)
+
+
+def test_surface_words_give_back_what_was_typed():
+    assert surface_words("Giraffes and movies") == {stem("giraffes"): "giraffes", stem("movie"): "movies"}
+
+
+def test_news_is_not_the_plural_of_new():
+    assert tokenize("the news") == ["news"] and tokenize("a new car") == ["new", "car"]
+
+
+@pytest.mark.parametrize("apostrophe", ["'", "\u2019", "\u02bc", "\u2018"])
+def test_typographic_apostrophes_read_as_ascii(apostrophe):
+    assert tokenize(f"the dog{apostrophe}s bowl") == ["dog", "bowl"]
+    assert tokenize(f"don{apostrophe}t") == tokenize("don't") == ["dont"]
 
 
 def test_tokenize_lowercases_drops_stopwords_and_punctuation():
-    words = ["pigeon", "bridge", "near", "two", "cafe"]
+    words = [stem(w) for w in ["pigeon", "bridge", "near", "two", "cafe"]]
     assert tokenize("A Pigeon, on the BRIDGE! (near two cafés)") == words
-    assert tokenize("man's hat; 3-legged stool") == ["man", "hat", "3", "legged", "stool"]
+    assert tokenize("man's hat; 3-legged stool") == [stem(w) for w in ["man", "hat", "3", "legged", "stool"]]
 
 
 def test_query_syntax():
     q = parse_query('pigeon +bridge -car "red bus" -"blue sky"')
-    assert q.terms == ("pigeon",) and q.must == ("bridge",) and q.exclude == ("car",)
+    assert q.terms == ("pigeon",) and q.must == (stem("bridge"),) and q.exclude == ("car",)
     assert q.phrases == (("red", "bus"),) and q.excluded_phrases == (("blue", "sky"),)
-    assert q.ranking_terms == ("pigeon", "bridge", "red", "bus")
+    assert q.ranking_terms == tuple(stem(w) for w in ("pigeon", "bridge", "red", "bus"))
 
 
 @pytest.mark.parametrize("text", ['"unclosed quote', "AND OR NOT", "col:on *wild* (paren", "NEAR/3",
@@ -54,7 +81,7 @@ def test_parse_query_never_raises_and_only_uses_given_words(text):
      ["東京", "京タ", "タワ", "ワー", "ーに", "に行", "行き", "きま", "まし", "した"]),
     ("한국어 사전", ["한국", "국어", "사전"]),  # Hangul stays syllables (NFKD would leave bare jamo)
     ("猫", ["猫"]),  # a lone character stays whole
-    ("iPhone手机 Café", ["iphone", "手机", "cafe"]),  # script changes split a word; accents still fold
+    ("iPhone手机 Café", [stem("iphone"), "手机", "cafe"]),  # script changes split a word; accents still fold
 ])
 def test_cjk_runs_become_character_bigrams(text, tokens):
     assert tokenize(text) == tokens
@@ -76,4 +103,5 @@ def test_a_chinese_word_inside_a_longer_run_is_found_by_search():
 
 
 def test_english_tokens_are_unchanged_by_the_cjk_rule():
-    assert tokenize("Café STOP sign, naïve façade") == ["cafe", "stop", "sign", "naive", "facade"]
+    words = ["cafe", "stop", "sign", "naive", "facade"]
+    assert tokenize("Café STOP sign, naïve façade") == [stem(w) for w in words]

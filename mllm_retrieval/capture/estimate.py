@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ImageError
 from ..library.store import Store
 from .captioners.base import Captioner
-from .images import Skipped, image_size, open_image, walk
+from .images import Skipped, image_size, open_image, require_paths, walk
 from .pipeline import CaptionSettings, tile_boxes
 from .prompts import Prompt
 from .tiling import crop
@@ -57,6 +57,8 @@ def estimate(
     """Count new and already captioned images and their tiles; time one batch on the model."""
     settings = settings or CaptionSettings()
     grid, overlap, batch_size = settings.grid, settings.overlap, settings.batch_size
+    paths = list(paths)
+    require_paths(paths)
     est = Estimate()
     run = None
     if store is not None:

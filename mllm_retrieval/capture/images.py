@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import ImageError, PathNotFound
 from ..hashing import file_sha256
 
 T = TypeVar("T")
@@ -51,6 +51,15 @@ def walk(paths: Iterable[str | os.PathLike], skipped: list[Skipped] | None = Non
                     skipped.append(Skipped(str(path), "broken symlink"))
                     continue
                 yield path.absolute()
+
+
+def require_paths(paths: Iterable[str | os.PathLike]) -> None:
+    """Raise PathNotFound for a path that does not exist (a broken symlink included), before any work."""
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            what = "a broken symlink" if root.is_symlink() else "no such file or folder"
+            raise PathNotFound(f"{str(root)!r}: {what}; check the path (nothing was captioned)")
 
 
 def _onerror(skipped: list[Skipped]):

@@ -18,7 +18,7 @@ from ..defaults import CAPTION_BATCH
 from ..errors import ImageError
 from ..library.store import Store
 from .captioners.base import Captioner
-from .images import Skipped, image_size, open_image, sha256_file, walk
+from .images import Skipped, image_size, open_image, require_paths, sha256_file, walk
 from .parsing import parse_output
 from .prompts import Prompt
 from .streaming import caption_streamed, streams
@@ -42,7 +42,7 @@ class Summary:
     captioned_tiles: int = 0
     already_done: int = 0
     duplicates: int = 0
-    removed: int = 0
+    removed: list[str] = field(default_factory=list)  # files that left a captioned folder
     failed: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -86,10 +86,11 @@ def caption_paths(
     """Caption every image and tile under `paths` that this run has not captioned yet."""
     start = time.perf_counter()
     grid_boxes(64, 64, grid, overlap)  # validate before any work
+    paths = list(paths)
+    require_paths(paths)
     check = getattr(captioner, "check", None)
     if check is not None:
         check()
-    paths = list(paths)
     run = store.get_or_create_run(
         captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text
     )
@@ -105,7 +106,10 @@ def caption_paths(
 
 def scan(store: Store, paths: list, summary: Summary, force: bool, progress: bool,
           max_pixels: int | None) -> list[_Job]:
-    """Hash new or changed files, register images; unchanged files are not re-read."""
+    """Hash new or changed files, register images; unchanged files are not re-read.
+
+    Each chunk of files is read and hashed first, outside any transaction; only then are its records
+    written, in one short transaction, so another writer never waits on hashing."""
     skipped: list[Skipped] = []
     files = list(walk(paths, skipped))
     summary.failed.extend(skipped)
@@ -114,17 +118,21 @@ def scan(store: Store, paths: list, summary: Summary, force: bool, progress: boo
     seen_paths: set[str] = set()
     bar = tqdm(total=len(files), desc="scanning", unit="file", disable=not progress, leave=False)
     for i in range(0, len(files), SCAN_CHUNK):
+        chunk = files[i : i + SCAN_CHUNK]
+        found = []
+        for path in chunk:
+            found.append(_inspect(store, path, force, max_pixels))
+            bar.update(1)
         with store.atomic():
-            for path in files[i : i + SCAN_CHUNK]:
-                job = _scan_one(store, path, summary, force, max_pixels)
-                seen_paths.add(str(path))
-                bar.update(1)
-                if job is None:
-                    continue
-                if job.image_id in seen_images:
-                    summary.duplicates += 1
-                    continue
-                seen_images[job.image_id] = job
+            jobs = [_register(store, f, summary) for f in found]
+        seen_paths.update(str(p) for p in chunk)
+        for job in jobs:
+            if job is None:
+                continue
+            if job.image_id in seen_images:
+                summary.duplicates += 1
+                continue
+            seen_images[job.image_id] = job
     bar.close()
     with store.atomic():
         for root in paths:
@@ -134,33 +142,54 @@ def scan(store: Store, paths: list, summary: Summary, force: bool, progress: boo
     return list(seen_images.values())
 
 
-def _scan_one(store: Store, path: Path, summary: Summary, force: bool,
-              max_pixels: int | None) -> _Job | None:
+@dataclass
+class _Found:
+    """What reading one file found (before anything is written): a known image, a new one, or an error."""
+
+    path: str
+    known: _Job | None = None
+    sha: str | None = None
+    size: tuple[int, int] | None = None
+    stat: tuple[int, float] | None = None
+    error: str | None = None
+    unreadable: bool = False
+
+
+def _inspect(store: Store, path: Path, force: bool, max_pixels: int | None) -> _Found:
+    """Stat, and hash and measure a new or changed file; reads only (no transaction needed)."""
     key = str(path)
     try:
         st = path.stat()
     except OSError as e:
-        summary.failed.append(Skipped(key, f"unreadable ({e.strerror})"))
-        return None
+        return _Found(key, error=f"unreadable ({e.strerror})", unreadable=True)
     row = store.file_row(key)
     if (row and row["status"] == "ok" and row["bytes"] == st.st_size
             and row["mtime"] == st.st_mtime and not force):
         image = store.image_row(row["image_id"])
-        return _Job(image["id"], key, image["width"], image["height"])
+        return _Found(key, known=_Job(image["id"], key, image["width"], image["height"]))
+    stat = (st.st_size, st.st_mtime)
     try:
         sha = sha256_file(path)
         known = store.image_with_sha(sha, external=False)
-        if known and known[1]:
-            width, height = known[1], known[2]
-        else:
-            width, height = image_size(path, max_pixels)
+        size = (known[1], known[2]) if known and known[1] else image_size(path, max_pixels)
     except ImageError as e:
-        summary.failed.append(Skipped(key, str(e)))
-        store.record_file(key, None, st.st_size, st.st_mtime, error=str(e))
+        return _Found(key, stat=stat, error=str(e))
+    return _Found(key, sha=sha, size=size, stat=stat)
+
+
+def _register(store: Store, found: _Found, summary: Summary) -> _Job | None:
+    """Write what `_inspect` found: the file's record and its image; failures are recorded."""
+    if found.known is not None:
+        return found.known
+    if found.error is not None:
+        summary.failed.append(Skipped(found.path, found.error))
+        if not found.unreadable:
+            store.record_file(found.path, None, *found.stat, error=found.error)
         return None
-    image_id = store.add_image(sha, key, width, height, st.st_size)
-    store.record_file(key, image_id, st.st_size, st.st_mtime)
-    return _Job(image_id, key, width, height)
+    width, height = found.size
+    image_id = store.add_image(found.sha, found.path, width, height, found.stat[0])
+    store.record_file(found.path, image_id, *found.stat)
+    return _Job(image_id, found.path, width, height)
 
 
 def tile_boxes(width: int, height: int, grid: str, overlap: float) -> list[Box | None]:

@@ -94,6 +94,7 @@ def caption(
     --ocr / --ocr-only add an OCR run (text read in the photos) to the library, new or existing.
     """
     from ..capture.captioners import get_captioner
+    from ..capture.images import require_paths
     from ..capture.pipeline import caption_paths
     from ..capture.prompts import load_prompt
 
@@ -104,6 +105,7 @@ def caption(
                        embedder=embedder, db=db)
     if ray is not None and shards is not None:
         raise fail("--ray writes the database and --shards writes files instead: use one of them")
+    require_paths(paths)  # a typo is an error before a model loads or a library is made
     reader = _ocr_engine() if ocr or ocr_only else None
     if ocr_only:
         with open_store(db) as store:
@@ -214,11 +216,13 @@ def print_summary(s, verb: str = "captioned", where: str | None = None) -> None:
     typer.echo(
         f"{where or f'run {s.run_id}'}: {verb} {s.captioned_images} images ({s.captioned_tiles} tiles) in "
         f"{s.seconds:.1f}s ({s.images_per_second:.2f} images/s); {s.already_done} already "
-        f"captioned, {s.duplicates} duplicate files, {len(s.failed)} skipped",
+        f"captioned, {s.duplicates} duplicate files, {len(s.failed)} skipped, {len(s.removed)} gone",
         err=True,
     )
     for item in s.failed:
         typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
+    for path in s.removed:
+        typer.echo(f"  gone {path}: no longer in its folder; its text left search", err=True)
 
 
 @app.command("import")

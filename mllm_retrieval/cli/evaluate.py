@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from .. import config
 from ..errors import MllmretError
 from .main import (
     DbOption,
@@ -53,7 +54,8 @@ def eval_(
     clip_model: Annotated[str | None, typer.Option(help="CLIP model for --baseline clip.")] = None,
     device: Annotated[Device, typer.Option(help="Where the CLIP baseline and the embedder run.")] = (
         Device.auto),
-    out: Annotated[Path, typer.Option(help="Folder for results.json and PR plots.")] = Path("eval/out"),
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for results.json and PR plots [default: eval/DATASET in the data dir].")] = None,
     results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
     composer: Annotated[list[Path] | None, typer.Option(
         help="With --task composed: add the learned rows of this `mllmret train-composer` output (a TIRG "
@@ -66,16 +68,19 @@ def eval_(
     from ..evaluation import report as rep
 
     if task == "composed":
+        dataset = dataset or "cirr"
+    out = out or config.eval_dir(f"{task}-{dataset or 'custom'}")
+    if task == "composed":
         from ..composed import evaluate as ce
 
-        result = ce.run_composed(dataset or "cirr", data_dir, str(captions) if captions else None,
+        result = ce.run_composed(dataset, data_dir, str(captions) if captions else None,
                                  modes.split(","), embedder, device.value, not quiet, rep.command_line(ctx),
                                  composers=composer or ())
         typer.echo(ce.format_table(result))
         written = [ce.write_json(result, out / "results.json")]
         if results_md is not None:
             written.append(ce.update_markdown(result, results_md))
-        typer.echo("wrote " + ", ".join(map(str, written)), err=True)
+        typer.echo("wrote " + ", ".join(str(p.absolute()) for p in written), err=True)
         return
     if task != "retrieval":
         raise MllmretError(f"--task is retrieval or composed, not {task!r}")
@@ -94,7 +99,7 @@ def eval_(
     written = [rep.write_json(result, out / "results.json"), *rep.write_plots(result, out)]
     if results_md is not None:
         written.append(rep.update_markdown(result, results_md))
-    typer.echo("wrote " + ", ".join(map(str, written)), err=True)
+    typer.echo("wrote " + ", ".join(str(p.absolute()) for p in written), err=True)
 
 
 @app.command("train-composer")

@@ -76,3 +76,22 @@ def prompts() -> None:
     for name in available_prompts("rewrite"):
         typer.echo(f"{name} (rewrite prompt for `search --like … --rewrite-with`, not for captioning): "
                    f"{load_prompt(name, kind='rewrite').text.splitlines()[0]}")
+
+
+@app.command()
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Remove unusable derived files, compact the change "
+                                         "log and rebuild the keyword index.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Check the database (integrity), its index files (against the database) and the image files on disk.
+
+    Exit status 1 when a problem remains."""
+    from ..library.check import check_library_state, describe
+
+    with open_store(db) as store:
+        report = check_library_state(store, repair=repair)
+    for line in describe(report):
+        typer.echo(line)
+    if report.problems:
+        raise typer.Exit(1)

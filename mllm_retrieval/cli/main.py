@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -24,6 +25,11 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except MllmretError as e:
             typer.echo(f"Error: {e}", err=True)
+            raise typer.Exit(1) from None
+        except sqlite3.Error as e:  # a locked, full or damaged database: one line, never a traceback
+            from ..library.locking import user_message
+
+            typer.echo(f"Error: {user_message(e)}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("Interrupted: finished batches are stored; rerun to resume.", err=True)

@@ -213,8 +213,7 @@ def format_composition(result) -> str:
     lines = [f"reference: {name}{where}"]
     if c.rewrite is not None:
         lines.append(f"rewrite: {c.rewrite}")
-    parts = (("kept", c.kept), ("dropped", c.dropped), ("added", c.added), ("excluded", c.exclude))
-    for label, words in parts:
+    for label, words in c.words().items():
         lines.append(f"{label}: {', '.join(words) if words else '-'}")
     return "\n".join(lines)
 

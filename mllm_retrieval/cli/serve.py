@@ -34,22 +34,26 @@ def serve(
     try:
         import uvicorn
 
-        from ..web.app import LOCAL_HOSTS, create_app, preflight
+        from ..web.app import create_app, preflight
+        from ..web.hosts import is_loopback
     except ImportError as e:
         raise fail(f"the web page needs FastAPI and uvicorn ({e.name} is missing): "
                     "pip install 'mllm-retrieval[web]'") from None
     from ..search.embedding import resolve_model
 
     path = (db or config.db_path()).absolute()
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1] as in a URL
+    url_host = f"[{host}]" if ":" in host else host
     preflight(path, host, port)
     if embedder is not None or mode is not SearchMode.keyword:
         resolve_model(embedder)  # a file, or no packaged model: say so now (a model loads on first use)
-    if host not in LOCAL_HOSTS:
+    local = is_loopback(host)
+    if not local:
         typer.echo(f"Warning: listening on {host}: anyone who can reach this machine can search and "
                    "view your photos (there is no login).", err=True)
     state = "" if path.exists() else " (no database yet: the page says how to make one)"
-    typer.echo(f"Serving {path}{state}; {mode.value} search by default\nOpen http://{host}:{port}/ in a "
+    typer.echo(f"Serving {path}{state}; {mode.value} search by default\nOpen http://{url_host}:{port}/ in a "
                "browser; Ctrl-C stops.", err=True)
-    app_ = create_app(path, allowed_hosts=None if host in LOCAL_HOSTS else ["*"], mode=mode.value,
+    app_ = create_app(path, allowed_hosts=None if local else ["*"], mode=mode.value,
                       embedder=embedder, embed_missing=True)
     uvicorn.run(app_, host=host, port=port, log_level="warning")

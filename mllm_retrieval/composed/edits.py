@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..search.text import tokenize
+from ..search.text import surface_words, tokenize
 
 REF_WEIGHT = 0.5  # weight of a kept reference word; modification words weigh 1.0
 
@@ -92,11 +92,16 @@ class ComposedQuery:
     kept: tuple[str, ...]  # reference words kept (a word the modification also says is listed as added)
     dropped: tuple[str, ...]  # reference words removed by the edit
     added: tuple[str, ...]  # words from the modification
+    shown: tuple[tuple[str, str], ...] = ()  # token -> the word as written (tokens are stems)
+
+    def word(self, token: str) -> str:
+        """A token as the reference or the modification wrote it."""
+        return dict(self.shown).get(token, token)
 
     @property
     def text(self) -> str:
-        """A plain text for a sentence embedder: the added words, then the kept ones."""
-        return " ".join([*self.added, *(t for t in self.kept if t not in self.added)])
+        """A plain text for a sentence embedder: the added words, then the kept ones, as written."""
+        return " ".join(self.word(t) for t in [*self.added, *(t for t in self.kept if t not in self.added)])
 
 
 def _negated_phrase(words: list[str]) -> tuple[list[str], list[str]]:
@@ -210,5 +215,6 @@ def compose(reference: str, modification: str, ref_weight: float = REF_WEIGHT) -
     terms = tuple(dict.fromkeys([*added, *kept]))
     weights = tuple(1.0 if t in added_set else ref_weight for t in terms)
     exclude = tuple(t for t in edit.remove if t not in added_set)
+    shown = tuple(surface_words(f"{reference or ''} {modification or ''}").items())
     return ComposedQuery(terms=terms, weights=weights, exclude=exclude, kept=kept, dropped=dropped,
-                         added=added)
+                         added=added, shown=shown)

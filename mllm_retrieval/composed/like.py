@@ -33,7 +33,7 @@ from ..library.store import Run, Store
 from ..search.documents import FULL, Unit, embedding_text, reference_text
 from ..search.query import Query
 from ..search.searcher import Result, Searcher
-from ..search.text import tokenize
+from ..search.text import surface_words, tokenize
 from .edits import compose
 from .rewrite import RewriteError, Rewriter
 
@@ -70,6 +70,13 @@ class Composition:
     text: str
     rewrite: str | None = None  # the LLM's description, when it was used
     warning: str | None = None  # why the rewrite was not used
+    shown: tuple[tuple[str, str], ...] = ()  # token -> the word as written (tokens are stems)
+
+    def words(self) -> dict[str, list[str]]:
+        """kept, dropped, added and excluded as a person wrote them (the lists hold index tokens)."""
+        shown = dict(self.shown)
+        lists = {"kept": self.kept, "dropped": self.dropped, "added": self.added, "excluded": self.exclude}
+        return {k: [shown.get(t, t) for t in ts] for k, ts in lists.items()}
 
     def query(self) -> Query:
         """The composition as a search query (excluded words act as -words)."""
@@ -94,8 +101,7 @@ class LikeResult:
     def to_dict(self, results: bool = True) -> dict[str, Any]:
         """JSON-friendly form; `results=False` gives the composition alone (the CLI's first JSON line)."""
         c = self.composition
-        out = {"reference": self.reference.to_dict(), "modification": self.modification, "kept": list(c.kept),
-               "dropped": list(c.dropped), "added": list(c.added), "excluded": list(c.exclude),
+        out = {"reference": self.reference.to_dict(), "modification": self.modification, **c.words(),
                "query": c.text, "rewrite": c.rewrite, "warning": c.warning}
         if results:
             out["results"] = [r.to_dict() for r in self.results]
@@ -252,7 +258,7 @@ def compose_like(reference_text: str, modification: str, rewriter: Rewriter | No
     """The rule-based composition (`edits.compose`), or the rewriter's description when it gives one."""
     cq = compose(reference_text, modification_text(modification))
     rules = Composition(terms=cq.terms, weights=cq.weights, exclude=cq.exclude, kept=cq.kept,
-                        dropped=cq.dropped, added=cq.added, text=cq.text)
+                        dropped=cq.dropped, added=cq.added, text=cq.text, shown=cq.shown)
     if rewriter is None:
         return rules
     try:
@@ -270,7 +276,8 @@ def compose_like(reference_text: str, modification: str, rewriter: Rewriter | No
                        exclude=tuple(t for t in cq.exclude if t not in said),
                        kept=tuple(t for t in ref if t in said),
                        dropped=tuple(t for t in ref if t not in said),
-                       added=tuple(t for t in words if t not in ref_set), text=described, rewrite=described)
+                       added=tuple(t for t in words if t not in ref_set), text=described, rewrite=described,
+                       shown=tuple({**surface_words(described), **dict(cq.shown)}.items()))
 
 
 @dataclass(frozen=True)

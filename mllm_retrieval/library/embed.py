@@ -38,19 +38,34 @@ def embed_library(store: Store, embedder=None, run_ids: list[int] | None = None,
 
     StoreIndex(store, run_ids).sync()
     if not embed:
+        _housekeeping(store)
         return None
     from ..search.embedding import meaning_unavailable
 
     reason = meaning_unavailable(embedder)
     if reason is not None:  # a keyword-only install: nothing to embed with, and keyword search works
         log.warning("not embedding: %s", reason.removesuffix("; answered by keyword"))
+        _housekeeping(store)
         return None
     from ..search.index.semantic_index import SemanticIndex
 
     index = SemanticIndex(store, run_ids, embedder, progress=progress)
     index.progress_from = 0
     embedded = index.sync()
+    _housekeeping(store)
     return EmbedSummary(embedded, len(index), index.embedder.name)
+
+
+def _housekeeping(store: Store) -> None:
+    """After ingest, once the indexes are up to date: a change log grown past its bound is compacted, and
+    derived files no index can use (older formats, deleted runs, killed saves) are removed."""
+    from .housekeeping import compact_change_log, remove_unusable, survey_derived
+
+    if store.read_only or store.path is None:
+        return
+    compact_change_log(store)
+    for path in remove_unusable(survey_derived(store)):
+        log.info("removed %s: no index can use it", path.name)
 
 
 def backlog_note(pending: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -121,3 +122,25 @@ def m004_runs_keyed_without_server(db: Database) -> None:
         db.execute("UPDATE OR IGNORE captions SET run_id = ? WHERE run_id = ?", [same[0], run_id])
         db.execute("DELETE FROM captions WHERE run_id = ?", [run_id])  # tiles the other run has too
         db.execute("DELETE FROM runs WHERE id = ?", [run_id])
+
+
+def m005_library_identity(db: Database) -> None:
+    """The library's identity (a random UUID), which every derived file records: a file made for another
+    library (one deleted and made again beside its old index files) is never mistaken for this one's.
+    Each change-log row also gets a random nonce, so that the same sequence numbers reached again by other
+    changes (a backup restored, then changed) do not look like the state a derived file was made from."""
+    db.execute("CREATE TABLE library (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute("INSERT INTO library (key, value) VALUES ('uuid', ?)", [str(uuid.uuid4())])
+    db.execute("ALTER TABLE text_changes ADD COLUMN nonce INTEGER NOT NULL DEFAULT 0")
+    tiles = "SELECT image_id, random() FROM tiles WHERE id ="
+    for name, event, select in (("captions_ai", "INSERT ON captions", f"{tiles} NEW.tile_id"),
+                                ("captions_au", "UPDATE ON captions", f"{tiles} NEW.tile_id"),
+                                ("captions_ad", "DELETE ON captions", f"{tiles} OLD.tile_id"),
+                                ("images_ad", "DELETE ON images", "SELECT OLD.id, random()")):
+        db.execute(f"DROP TRIGGER {name}")
+        db.execute(f"CREATE TRIGGER {name} AFTER {event} BEGIN "
+                   f"INSERT INTO text_changes (image_id, nonce) {select}; END")
+    db.execute("DROP TRIGGER images_status")
+    db.execute("""CREATE TRIGGER images_status AFTER UPDATE OF status ON images
+        WHEN OLD.status IS NOT NEW.status BEGIN
+        INSERT INTO text_changes (image_id, nonce) VALUES (NEW.id, random()); END""")

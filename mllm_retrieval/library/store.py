@@ -16,8 +16,10 @@ from ..capture.parsing import Parsed
 from ..capture.tiling import Box
 from ..config import db_path
 from ..errors import MllmretError
+from .locking import busy_timeout_ms, immediate, is_busy, user_message
 from .migrations import migrations
 from .queries import LibraryQueries
+from .readonly import needs_upgrade, open_read_only, read_only_library
 from .rows import (  # noqa: F401  (re-exported: the store's values and rows)
     MAX_DIMENSION,
     RUN_FIELDS,
@@ -84,21 +86,31 @@ class Store(LibraryQueries):
     def __init__(self, path: str | os.PathLike | None = None, *, memory: bool = False) -> None:
         if memory:
             self.db = Database(memory=True)
-            self.path = None
+            self.path, self.read_only = None, False
         else:
             self.path = Path(path) if path else db_path()
             check_library(self.path)
+            self.read_only = read_only_library(self.path)  # searched as is; indexes go to a cache folder
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = Database(self.path)
-                self.db.execute("PRAGMA busy_timeout = 10000")
-                self.db.enable_wal()
+                if self.read_only:
+                    self.db = Database(open_read_only(self.path))
+                else:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self.db = Database(self.path)
+                    self.db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms()}")
+                    self.db.enable_wal()
             except (OSError, sqlite3.DatabaseError) as e:
                 raise MllmretError(f"cannot open database {str(self.path)!r}: {e}") from e
         self.db.execute("PRAGMA foreign_keys = ON")
         try:
-            migrations.apply(self.db)
+            if self.read_only and migrations.pending(self.db):
+                raise needs_upgrade(self.path)
+            if migrations.pending(self.db):  # read first: a library already up to date takes no write lock
+                with immediate(self.db):  # two processes opening a new library: the second waits here
+                    migrations.apply(self.db)
         except sqlite3.DatabaseError as e:
+            if is_busy(e):
+                raise MllmretError(user_message(e)) from e
             raise MllmretError(f"{str(self.path)!r} is not an mllmret database: {e}") from e
 
     def close(self) -> None:
@@ -112,8 +124,8 @@ class Store(LibraryQueries):
         self.close()
 
     def atomic(self):
-        """A transaction: everything inside commits together or not at all."""
-        return self.db.atomic()
+        """A write transaction: everything inside commits together or not at all (see locking.py)."""
+        return immediate(self.db)
 
     # runs
     def get_or_create_run(
@@ -165,7 +177,9 @@ class Store(LibraryQueries):
 
     def image_row(self, image_id: int) -> dict[str, Any]:
         """One image's record, each value of its column's type (an odd stored value reads as None)."""
-        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]))
+        row = next(self.db.query("SELECT * FROM images WHERE id = ?", [image_id]), None)
+        if row is None:
+            raise MllmretError(f"no image with id {image_id} in {self.path or 'this library'}")
         texts = {k: as_text(row[k]) for k in ("sha256", "external_id", "path", "status", "added_at")}
         return {**row, **texts, "width": as_side(row["width"]), "height": as_side(row["height"]),
                 "bytes": as_int(row["bytes"])}
@@ -230,8 +244,10 @@ class Store(LibraryQueries):
         if old and old["image_id"] and old["image_id"] != image_id:
             self._retire_if_orphan(old["image_id"], "replaced")
 
-    def forget_missing(self, root: str, seen: set[str]) -> int:
-        """Drop file records under `root` not seen in this walk; hide images left with no file."""
+    def forget_missing(self, root: str, seen: set[str]) -> list[str]:
+        """Drop file records under `root` not seen in this walk; hide images left with no file.
+
+        Returns the paths dropped."""
         prefix = root.rstrip(os.sep) + os.sep
         rows = self.db.execute(
             "SELECT path, image_id FROM files WHERE substr(path, 1, ?) = ?", [len(prefix), prefix]
@@ -241,7 +257,7 @@ class Store(LibraryQueries):
             self.db.execute("DELETE FROM files WHERE path = ?", [path])
             if image_id:
                 self._retire_if_orphan(image_id, "missing")
-        return len(gone)
+        return sorted(p for p, _ in gone)
 
     def _retire_if_orphan(self, image_id: int, status: str) -> None:
         left = self.db.execute(
@@ -322,3 +338,28 @@ class Store(LibraryQueries):
         return self.db.execute(
             "SELECT path, error FROM files WHERE status = 'failed' ORDER BY path"
         ).fetchall()
+
+    # added for housekeeping (issue #16)
+    def images_with_text(self) -> set[int]:
+        """Ids of searchable images that have at least one caption."""
+        return {r[0] for r in self.db.execute(
+            "SELECT DISTINCT t.image_id FROM captions c JOIN tiles t ON t.id = c.tile_id "
+            f"JOIN images i ON i.id = t.image_id WHERE i.status IN {SEARCHABLE!r}")}
+
+    def compact_changes(self, upto: int) -> int:
+        """Delete change-log rows up to `upto` and record it as the floor; returns the rows deleted."""
+        with self.atomic():
+            n = self.db.execute("DELETE FROM text_changes WHERE seq <= ?", [upto]).rowcount
+            self.db.execute("INSERT OR REPLACE INTO library (key, value) VALUES ('changes_floor', ?)",
+                            [str(max(upto, self.changes_floor()))])
+        return n
+
+    def changes_floor(self) -> int:
+        """The last change-log sequence that compaction removed (0: none)."""
+        row = self.db.execute("SELECT value FROM library WHERE key = 'changes_floor'").fetchone()
+        return int(row[0]) if row else 0
+
+    def indexed_file_stats(self) -> list[tuple[str, int | None, float | None]]:
+        """(path, bytes, mtime) of every file indexed without error, as last seen."""
+        return self.db.execute(
+            "SELECT path, bytes, mtime FROM files WHERE status = 'ok' ORDER BY path").fetchall()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, IptcImagePlugin
 
+from ..capture.images import require_paths
 from ..capture.parsing import Parsed
 from ..capture.pipeline import Summary
 from ..capture.stage import Row, run_stage
@@ -79,6 +80,8 @@ def read_metadata(store: Store, paths: Iterable[str | os.PathLike], force: bool 
                   progress: bool = True) -> Summary:
     """Store what a person wrote about every photo under `paths` (a "metadata" run; photos already read are
     skipped; --force reads them again, e.g. after keywords were edited in a photo manager)."""
+    paths = list(paths)
+    require_paths(paths)  # a typo is an error before a run is made
     run = store.get_or_create_run(BACKEND, MODEL, {"format": FORMAT}, kind=KIND)
 
     def read(path: str, todo: list[tuple[int, Box]]) -> list[Row]:

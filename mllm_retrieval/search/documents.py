@@ -20,7 +20,7 @@ from typing import Protocol
 from ..capture.ocr import KIND as OCR
 from ..capture.ocr import ocr_tokens
 from ..capture.tiling import Box
-from .text import tokenize
+from .text import surface_words, tokenize
 
 DOCUMENT_VERSION = 1
 FULL = "full"  # the tile key of the whole image
@@ -134,5 +134,6 @@ def display_tags(units: Iterable[TextUnit], limit: int) -> list[str]:
     words: Counter = Counter()
     for u in sorted(units, key=lambda u: u.tile_key != FULL):  # stable: ties go to the whole image
         tags.update(clean_tag(t) for t in u.tags if clean_tag(t))
-        words.update(w for w in tokenize(u.caption) if w not in VAGUE and not w.isdigit())
+        words.update(w for w in surface_words(u.caption).values()  # as written, not stemmed
+                     if w not in VAGUE and not w.isdigit())
     return [t for t, _ in (tags or words).most_common(limit)]

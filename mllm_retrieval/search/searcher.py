@@ -21,6 +21,7 @@ from .documents import TileTokens, tile_documents
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex
 from .query import Query, contains_phrase, parse_query
+from .text import surface_words
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
 
@@ -218,6 +219,8 @@ class Searcher:
         idf = self.index.idf if not weights else (lambda t: self.index.idf(t) * weights.get(t, 1.0))
         tile = best_tile(tiles, matched, idf, avg)
         in_photo = tuple(t for t in matched if any(t in tile.in_photo for tile in tiles))
+        shown = surface_words(q.text)  # stems are for the index; a person sees the words they typed
+        matched, in_photo = (tuple(shown.get(t, t) for t in ts) for ts in (matched, in_photo))
         return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
                       external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),

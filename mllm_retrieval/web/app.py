@@ -33,11 +33,11 @@ from ..library.store import Store
 from ..library.thumbnails import PREVIEW_SIZE, THUMB_SIZE, browser_type, is_sha256, thumbnail
 from ..search.embedding import EmbedderError
 from ..search.searcher import DEFAULT_MODE, check_mode
+from .hosts import LoopbackHostMiddleware
 from .library import MAX_RESULTS, Library, detail, file_of, search_page
 from .schemas import Mode, SearchPage
 
 STATIC = Path(__file__).parent / "static"
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
     "base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
@@ -106,7 +106,10 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
     app = FastAPI(title="mllmret", summary="Search photos by the words an M-LLM wrote about them.",
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json", lifespan=lifespan)
     app.state.library = lib
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts or ["127.0.0.1", "localhost"])
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    else:  # a local server: any loopback name or address, nothing else (DNS rebinding)
+        app.add_middleware(LoopbackHostMiddleware)
     app.add_middleware(HeadAsGet)
 
     @app.middleware("http")

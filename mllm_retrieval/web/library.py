@@ -108,8 +108,7 @@ def _like_info(store: Store, image_id: int, modification: str, c: Composition) -
     return {"image_id": image_id, "path": row["path"], "external_id": row["external_id"],
             "width": row["width"], "height": row["height"],
             "thumbnail": f"/api/images/{image_id}/thumbnail" if extra.get("has_file") else None,
-            "url": f"/api/images/{image_id}", "modification": modification, "kept": list(c.kept),
-            "dropped": list(c.dropped), "added": list(c.added), "excluded": list(c.exclude),
+            "url": f"/api/images/{image_id}", "modification": modification, **c.words(),
             "composed": c.text}
 
 

@@ -23,17 +23,19 @@ import contextlib
 import hashlib
 import logging
 import os
+import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ...library.identity import FOREIGN, Stamp, derived_path, stamp, write_atomic
 from ...library.store import Store
 from ..documents import DOCUMENT_VERSION, embedding_texts
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: the library's identity, a change-log fingerprint and a CRC of the rows (library/identity.py)
 CHUNK = 2048  # images embedded between saves during a long sync
 COMPACT_FRACTION = 0.5  # dead rows above this share (and above COMPACT_MIN) trigger a rewrite
 COMPACT_MIN = 1024
@@ -68,7 +70,7 @@ class SemanticIndex:
         self.watermark = 0
         self.complete = False  # True once every image up to the watermark has its row
         self._loaded = False
-        self._gen, self._saved_rows = 0, 0
+        self._gen, self._saved_rows, self._crc = 0, 0, 0  # rows saved in the .f32 file, and their CRC-32
         self._stamp: tuple[int, int] | None = None  # the sidecar as this process last saw it
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self.path = self._path() if persist else None
@@ -88,10 +90,9 @@ class SemanticIndex:
         head = self._open()
         if self.complete and head == self.watermark:
             return 0
-        changed = self.store.changed_images(self.watermark if self.complete else 0, head)
-        if not self.complete:
-            return len(changed - self.row_of.keys())
-        return len(changed)
+        if not self.complete:  # the change log may be compacted: count images with text and no row
+            return len(self.store.images_with_text() - self.row_of.keys())
+        return len(self.store.changed_images(self.watermark, head))
 
     def _open(self) -> int:
         """The change-log head, after loading the saved index once."""
@@ -110,7 +111,7 @@ class SemanticIndex:
         if self.complete and head == self.watermark:
             return 0
         changed: set[int] | None = None
-        if self.complete:
+        if self.complete and self.watermark >= self.store.changes_floor():  # else: rows compacted, check all
             changed = self.store.changed_images(self.watermark, head)
             if len(changed) > REBUILD_FRACTION * max(len(self.row_of), 1000):
                 changed = None
@@ -146,7 +147,7 @@ class SemanticIndex:
         self.n, self._buf = 0, np.zeros((0, 0), dtype=np.float32)
         self.image_of, self.hashes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         self.alive, self.row_of, self._lookup, self._dead = np.zeros(0, dtype=bool), {}, None, {}
-        self.watermark, self.complete, self._saved_rows = 0, False, 0
+        self.watermark, self.complete, self._saved_rows, self._crc = 0, False, 0, 0
 
     def _kill(self, image_ids: Iterable[int]) -> None:
         rows = {i: self.row_of.pop(i) for i in image_ids if i in self.row_of}
@@ -196,7 +197,7 @@ class SemanticIndex:
         self.alive = np.ones(len(keep), dtype=bool)
         self.n = len(keep)
         self.row_of = {int(i): r for r, i in enumerate(self.image_of.tolist())}
-        self._lookup, self._saved_rows, self._dead = None, 0, {}
+        self._lookup, self._saved_rows, self._crc, self._dead = None, 0, 0, {}
         self._gen += 1
 
     # querying
@@ -244,7 +245,7 @@ class SemanticIndex:
         runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
         ident = f"{FORMAT}:{DOCUMENT_VERSION}:{runs}:{self.embedder.name}"
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
-        return self.store.path.with_name(f"{self.store.path.name}.semantic-{key}.npz")
+        return derived_path(self.store, f"{self.store.path.name}.semantic-{key}.npz")
 
     def _vec_path(self, gen: int) -> Path:
         return self.path.with_name(f"{self.path.stem}.{gen}.f32")
@@ -261,20 +262,24 @@ class SemanticIndex:
                     self._gen, self._saved_rows = max(self._gen, _disk_gen(self.path)) + 1, 0
                 vec_path = self._vec_path(self._gen)
                 if self._saved_rows == 0 or not vec_path.exists():
-                    tmp = vec_path.with_name(f"{vec_path.name}.{os.getpid()}.tmp")
-                    self.vectors.tofile(tmp)
-                    os.replace(tmp, vec_path)
+                    write_atomic(vec_path, self.vectors.tofile)
+                    self._crc = zlib.crc32(self.vectors)
                 elif self.n > self._saved_rows:
+                    new_rows = self.vectors[self._saved_rows :]
                     with vec_path.open("r+b") as f:
                         f.truncate(self._saved_rows * self.dim * 4)  # drop rows a crash left unrecorded
                         f.seek(0, os.SEEK_END)
-                        f.write(self.vectors[self._saved_rows :].tobytes())
-                tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")
+                        f.write(new_rows.tobytes())
+                        os.fsync(f.fileno())  # the rows are on disk before the sidecar counts them
+                    self._crc = zlib.crc32(np.ascontiguousarray(new_rows), self._crc)
                 meta = np.asarray([FORMAT, self.watermark, int(self.complete), self._gen, self.n, self.dim])
                 name = np.frombuffer(self.embedder.name.encode(), dtype=np.uint8)
-                np.savez(tmp, image_of=self.image_of, hashes=self.hashes, alive=self.alive, meta=meta,
-                         embedder=name)
-                os.replace(tmp, self.path)
+                made = stamp(self.store, self.watermark)
+                arrays = {"image_of": self.image_of, "hashes": self.hashes, "alive": self.alive, "meta": meta,
+                          "embedder": name, "library": np.frombuffer(made.library.encode(), dtype=np.uint8),
+                          "check": np.asarray([made.tail, self._crc], dtype=np.int64),
+                          "runs": np.asarray(self.run_ids or [], dtype=np.int64)}  # none: all runs
+                write_atomic(self.path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
                 self._saved_rows, self._stamp = self.n, _stamp(self.path)
                 for old in self.path.parent.glob(f"{self.path.stem}.*.f32"):
                     if old != vec_path:
@@ -287,26 +292,36 @@ class SemanticIndex:
             return False
         try:
             with _locked(self.path):
-                stamp = _stamp(self.path)
+                seen = _stamp(self.path)
                 with np.load(self.path) as data:
                     fmt, watermark, complete, gen, n, dim = (int(v) for v in data["meta"])
                     name = data["embedder"].tobytes().decode()
                     image_of, hashes, alive = data["image_of"], data["hashes"], data["alive"].copy()
+                    tail, crc = (int(v) for v in data["check"])
+                    made = Stamp(data["library"].tobytes().decode(), watermark, tail)
                 vec_path = self._vec_path(gen)
-                if fmt != FORMAT or name != self.embedder.name or len(image_of) != n or watermark > head:
-                    raise ValueError("written for another database state, format or embedder")
+                if fmt != FORMAT or name != self.embedder.name or len(image_of) != n:
+                    raise ValueError("written for another format or embedder")
+                why = made.mismatch(self.store, head)
+                if why == FOREIGN:
+                    raise ValueError(why)
                 if vec_path.stat().st_size < n * dim * 4:
                     raise ValueError(f"{vec_path.name} is shorter than recorded")
                 vectors = np.fromfile(vec_path, dtype=np.float32, count=n * dim).reshape(n, dim)
-        except Exception as e:  # a damaged or foreign file is rebuilt, never trusted
-            log.warning("re-embedding: the semantic index %s is unusable (%s)", self.path, e)
+                if zlib.crc32(vectors) & 0xFFFFFFFF != crc & 0xFFFFFFFF:
+                    raise ValueError(f"{vec_path.name} does not match its checksum")
+        except Exception as e:  # a damaged, truncated, stale or foreign file is rebuilt, never trusted
+            log.warning("re-embedding: the semantic index %s is unusable (%s)", self.path.name, e)
             return False
+        if why is not None:  # another state of this library: every row is checked against the text now,
+            log.info("checking every image text: the semantic index %s was %s", self.path.name, why)
+            complete = False  # and rows whose text is unchanged are kept (rows are keyed by text hash)
         self._buf, self.n, self.dim = vectors, n, dim
         self.image_of, self.hashes, self.alive = image_of, hashes, alive
         self.row_of = {int(i): r for r, i in enumerate(image_of.tolist()) if alive[r]}
         self._dead = {i: r for r, i in enumerate(image_of.tolist()) if not alive[r] and i not in self.row_of}
         self.watermark, self.complete = watermark, bool(complete)
-        self._gen, self._saved_rows, self._stamp = gen, n, stamp
+        self._gen, self._saved_rows, self._crc, self._stamp = gen, n, crc & 0xFFFFFFFF, seen
         return True
 
 

@@ -207,16 +207,16 @@ class SparseEngine:
 
     # persistence
     def save(self, path: str | os.PathLike, extra: dict[str, np.ndarray] | None = None) -> None:
-        """Write the index (and caller's arrays) to one .npz file atomically (temp file + rename)."""
+        """Write the index (and caller's arrays) to one .npz file atomically (temp file, fsync, rename)."""
+        from ...library.identity import write_atomic
+
         if self._delta:
             self._merge(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-        path = Path(path)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         terms = np.frombuffer(json.dumps(self.terms).encode(), dtype=np.uint8)
         arrays = {f"x_{k}": v for k, v in (extra or {}).items()}
-        np.savez(tmp, doc_len=self.doc_len, alive=self.alive, indptr=self.indptr,
-                 post_docs=self.post_docs, post_tfs=self.post_tfs, terms=terms, idf=self._idfs(), **arrays)
-        os.replace(tmp, path)
+        write_atomic(Path(path), lambda tmp: np.savez(
+            tmp, doc_len=self.doc_len, alive=self.alive, indptr=self.indptr, post_docs=self.post_docs,
+            post_tfs=self.post_tfs, terms=terms, idf=self._idfs(), **arrays), suffix=".tmp.npz")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[SparseEngine, dict[str, np.ndarray]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...library.identity import Stamp, derived_path, stamp
 from ...library.store import Store
 from ..documents import DOCUMENT_VERSION, keyword_documents
 from .base import DEFAULT_ENGINE, Engine, get_engine
@@ -22,7 +23,8 @@ from .sparse_engine import SparseEngine
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # the saved file's layout; what a document holds is documents.DOCUMENT_VERSION (both key the file)
+FORMAT = 3  # the saved file's layout and the tokeniser (3: Snowball stems); what a document holds is
+# documents.DOCUMENT_VERSION (both key the file)
 REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebuild instead
 
 
@@ -45,7 +47,7 @@ class StoreIndex:
             return None
         runs = "all" if self.run_ids is None else ",".join(map(str, self.run_ids))
         key = hashlib.sha256(f"{FORMAT}:{DOCUMENT_VERSION}:{runs}".encode()).hexdigest()[:12]
-        return self.store.path.with_name(f"{self.store.path.name}.index-{key}.npz")
+        return derived_path(self.store, f"{self.store.path.name}.index-{key}.npz")
 
     def sync(self) -> int:
         """Apply what changed in the store since the last sync; returns images re-indexed."""
@@ -54,6 +56,8 @@ class StoreIndex:
             return self._rebuild(head)
         if head == self.watermark:
             return 0
+        if self.watermark < self.store.changes_floor():  # the rows since the watermark were compacted
+            return self._rebuild(head)
         changed = self.store.changed_images(self.watermark, head)
         if len(changed) > REBUILD_FRACTION * max(len(self.image_of), 1000):
             return self._rebuild(head)
@@ -80,10 +84,15 @@ class StoreIndex:
     def _save(self) -> None:
         if self.path is None or not isinstance(self.engine, SparseEngine):
             return
+        made = stamp(self.store, self.watermark)
         try:
             self.engine.save(self.path, extra={
                 "image_of": np.asarray(self.image_of, dtype=np.int64),
                 "watermark": np.asarray([self.watermark], dtype=np.int64),
+                "format": np.asarray([FORMAT], dtype=np.int64),
+                "library": np.frombuffer(made.library.encode(), dtype=np.uint8),
+                "tail": np.asarray([made.tail], dtype=np.int64),
+                "runs": np.asarray(self.run_ids or [], dtype=np.int64),  # none: all runs
             })
         except OSError as e:  # a read-only folder only costs a rebuild next time
             log.warning("could not save the search index to %s: %s", self.path, e)
@@ -93,13 +102,20 @@ class StoreIndex:
             return False
         try:
             engine, extra = SparseEngine.load(self.path)
-            watermark = int(extra["watermark"][0])
+            made = Stamp(extra["library"].tobytes().decode(), int(extra["watermark"][0]),
+                         int(extra["tail"][0]))
             image_of = extra["image_of"].tolist()
-        except Exception as e:  # a damaged or foreign file is rebuilt, never trusted
-            log.warning("rebuilding the search index: %s is unreadable (%s)", self.path, e)
+            if int(extra["format"][0]) != FORMAT or len(image_of) != len(engine.doc_len):
+                raise ValueError("inconsistent contents")
+        except Exception as e:  # a damaged, truncated or older file is rebuilt, never trusted
+            log.warning("rebuilding the search index: %s is unreadable (%s)", self.path.name,
+                        e or type(e).__name__)
             return False
-        if watermark > head or len(image_of) != len(engine.doc_len):
+        why = made.mismatch(self.store, head)
+        if why is not None:
+            log.warning("rebuilding the search index: %s was %s", self.path.name, why)
             return False
+        watermark = made.watermark
         self.engine, self.image_of, self.watermark = engine, image_of, watermark
         self.doc_of = {img: d for d, img in enumerate(image_of) if engine.alive[d]}
         return True
