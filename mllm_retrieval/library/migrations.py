@@ -124,6 +124,7 @@ def m004_runs_keyed_without_server(db: Database) -> None:
         db.execute("DELETE FROM runs WHERE id = ?", [run_id])
 
 
+@migrations()
 def m005_library_identity(db: Database) -> None:
     """The library's identity (a random UUID), which every derived file records: a file made for another
     library (one deleted and made again beside its old index files) is never mistaken for this one's.
