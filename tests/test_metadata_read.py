@@ -105,3 +105,36 @@ def test_tags_read_makes_them_searchable_resumes_and_stays_out_of_eval_by_defaul
             db_sources(store, evalset)  # a person's keywords are not a captioner's text
         [src] = db_sources(store, evalset, model="xmp+iptc+exif")
     assert [u.tags for u in src.units["1"]] == [("lighthouse", "Brittany")]
+
+
+def test_export_and_import_keep_a_persons_metadata_a_metadata_run(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo(folder / "coast.jpg", packet(["lighthouse"], "Pointe du Raz"))
+    mllmret("tags", "read", folder, "-q", "--db", tmp_path / "a.db")
+    exported = tmp_path / "a.jsonl"
+    mllmret("export", "-o", exported, "--db", tmp_path / "a.db")
+    assert '"kind": "metadata"' in exported.read_text()
+    mllmret("import", exported, "-q", "--db", tmp_path / "b.db")
+    with Store(tmp_path / "b.db") as store:
+        assert [kind for _, _, kind in store.run_models()] == ["metadata"]
+
+
+def test_caption_with_metadata_reads_it_in_the_same_run(tmp_path):
+    from fakes import FakeCaptioner
+
+    from mllm_retrieval.capture.captioners import register, unregister
+
+    register("fake", lambda **kw: FakeCaptioner(**kw))
+    try:
+        folder = tmp_path / "photos"
+        folder.mkdir()
+        photo(folder / "coast.jpg", packet(["lighthouse"]))
+        r = mllmret("caption", folder, "--backend", "fake", "--metadata", "-q", "--no-embed",
+                    "--db", tmp_path / "lib.db")
+        assert "read metadata of 1 images" in r.output
+        with Store(tmp_path / "lib.db") as store:
+            assert sorted(kind for _, _, kind in store.run_models()) == ["caption", "metadata"]
+            assert store.latest_captioned_run().backend == "fake"  # --like still captions with the model
+    finally:
+        unregister("fake")

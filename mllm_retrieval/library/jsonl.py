@@ -165,7 +165,7 @@ def _import_one(store: Store, rec: Record, root: Path | None, model: str | None,
     box = record_box(rec)
     learned = _Known()
     image_id, width, height = _image_for(store, rec, root, known, learned)
-    kind = OCR if ocr_rows else "caption"
+    kind = OCR if ocr_rows else "metadata" if rec.kind == "metadata" else "caption"
     setting = (rec.backend or "import", rec.model or model or "unknown",
                json.dumps(rec.params or {}, sort_keys=True), rec.prompt_name, rec.prompt, kind)
     run_id = known.runs.get(setting)
@@ -299,6 +299,8 @@ def export_jsonl(store: Store, out: IO[str], run_ids: list[int] | None = None) -
         if r[18] == OCR:  # text read in the photo: its lines with boxes and confidences
             record.update(kind=OCR, text=as_text(r[17]) or "",
                           lines=[line.to_dict() for line in parse_lines(as_text(r[15]) or "")])
+        elif r[18] == "metadata":  # a person's keywords and descriptions (tags read), not a captioner's
+            record["kind"] = "metadata"
         out.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
         n += 1
     return n

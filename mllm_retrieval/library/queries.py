@@ -117,8 +117,10 @@ class LibraryQueries:
                 for r in self.db.execute("SELECT id, model, kind FROM runs ORDER BY id")]
 
     def latest_captioned_run(self, run_ids: Sequence[int] | None = None) -> Run | None:
-        """The most recent run that has captions (among `run_ids` when given)."""
-        sql = "SELECT r.id FROM runs r WHERE EXISTS (SELECT 1 FROM captions c WHERE c.run_id = r.id)"
+        """The most recent caption run (not OCR, not a person's metadata) that has captions (among `run_ids`
+        when given): the captioner a new `--like` photo is described with."""
+        sql = ("SELECT r.id FROM runs r WHERE coalesce(r.kind, 'caption') = 'caption' "
+               "AND EXISTS (SELECT 1 FROM captions c WHERE c.run_id = r.id)")
         args: list[Any] = []
         if run_ids is not None:
             sql += " AND r.id IN (SELECT value FROM json_each(?))"

@@ -54,7 +54,7 @@ class Record:
     tags: tuple[str, ...] | None = None
     caption: str | None = None
     seconds: float | None = None
-    kind: str | None = None  # "ocr": text read in the photo, given as `lines`
+    kind: str | None = None  # "ocr": text read in the photo, given as `lines`; "metadata": a person's
     lines: list[Any] | None = None
 
 
@@ -108,7 +108,7 @@ FIELDS: dict[str, tuple[Any, str]] = {
     "tags": (_tags, 'a list of strings, or one string of comma-separated tags ("dog, park")'),
     "caption": (lambda v: type(v) is str, "text"),
     "seconds": (_seconds, "a number of seconds from 0 to 1e9"),
-    "kind": (lambda v: v in ("caption", "ocr"), '"caption" or "ocr"'),
+    "kind": (lambda v: v in ("caption", "ocr", "metadata"), '"caption", "ocr" or "metadata"'),
     "lines": (lambda v: type(v) is list and _depth(v), 'a list of lines ({"text", "box", "confidence"})'),
 }
 
