@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -118,3 +119,34 @@ def test_jpeg_decodes_at_reduced_scale_and_turns_upright(tmp_path, monkeypatch):
     with Image.open(thumbnail(src, SHA, 100, cache=tmp_path / "cache")) as im:
         assert im.size == (50, 100)  # portrait, as the camera meant
     assert budget.peak <= 1600 * 800 * 3 * 5 // 4 // 16 * 4  # drafted at 1/4 scale or less
+
+
+def test_the_cache_keeps_the_most_recently_used_within_its_bound(tmp_path, monkeypatch):
+    from mllm_retrieval.library import thumbnails
+
+    monkeypatch.setenv("MLLMRET_THUMBS_MB", "1")
+    monkeypatch.setattr(thumbnails, "EVICT_EVERY", 1)
+    cache = tmp_path / "cache"
+    src = tmp_path / "noise.png"
+    Image.effect_noise((600, 600), 120).convert("RGB").save(src)  # noise: thumbnails that do not compress
+    made = []
+    for n in range(40):
+        sha = f"{n:064x}"
+        made.append(thumbnail(src, sha, 320, cache=cache))
+        os.utime(made[-1], (1000 + n, 1000 + n))  # made in this order, each "used" once
+        if n == 2:
+            os.utime(made[0], (5000, 5000))  # the first one was used again since
+    total = sum(p.stat().st_size for p in cache.rglob("*.jpg"))
+    assert total <= 1 << 20  # back under the bound
+    assert made[0].exists() and made[-1].exists()  # recently used ones stay
+    assert not made[1].exists()  # the least recently used went first
+    assert thumbnail(src, f"{1:064x}", 320, cache=cache).exists()  # and is simply made again
+
+
+def test_a_hit_marks_the_thumbnail_used(tmp_path):
+    src = tmp_path / "a.png"
+    Image.new("RGB", (64, 64), "red").save(src)
+    out = thumbnail(src, SHA, 32, cache=tmp_path / "cache")
+    os.utime(out, (1000, 1000))
+    thumbnail(src, SHA, 32, cache=tmp_path / "cache")
+    assert out.stat().st_mtime > 1000

@@ -3,6 +3,10 @@
 Memory is bounded however many requests come at once: one build per image and size at a time, and
 the decodes of all builds together hold at most DECODE_BUDGET bytes of pixels (a 64-megapixel RGB
 image is 192 MB, so two such decodes run at once and the rest wait). JPEGs decode at 1/2-1/8 scale.
+
+The cache is bounded (MLLMRET_THUMBS_MB, default 1024 MB): a thumbnail served is marked used (its mtime,
+at most once an hour), and every EVICT_EVERY new thumbnails the least recently used are removed until the
+cache is back under 90% of the bound. Removing one only costs its rebuild on the next request.
 """
 
 from __future__ import annotations
@@ -10,9 +14,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -26,6 +31,44 @@ PREVIEW_SIZE = 2048  # for files a browser cannot show (TIFF): a large JPEG inst
 BROWSER_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp",
                  "BMP": "image/bmp"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+EVICT_EVERY = 200  # new thumbnails between two checks of the cache's size
+TOUCH_AFTER = 3600  # seconds: a hit re-marks a thumbnail as used at most this often
+_made = 0
+_made_lock = threading.Lock()
+
+
+def cache_limit() -> int:
+    """The cache's bound in bytes (MLLMRET_THUMBS_MB, default 1024 MB)."""
+    try:
+        return max(1, int(os.environ.get("MLLMRET_THUMBS_MB", "1024"))) << 20
+    except ValueError:
+        return 1024 << 20
+
+
+def evict(cache: Path, limit: int) -> int:
+    """Remove the least recently used thumbnails until the cache holds at most 90% of `limit` bytes (when
+    it holds more than `limit`); returns how many were removed."""
+    files = []
+    for sub in (os.scandir(cache) if cache.is_dir() else ()):
+        if sub.is_dir(follow_symlinks=False):
+            for f in os.scandir(sub.path):
+                if f.is_file(follow_symlinks=False) and f.name.endswith(".jpg"):
+                    st = f.stat(follow_symlinks=False)
+                    files.append((st.st_mtime, st.st_size, f.path))
+    total = sum(size for _, size, _ in files)
+    if total <= limit:
+        return 0
+    removed = 0
+    for _, size, path in sorted(files):
+        if total <= limit * 0.9:
+            break
+        try:
+            os.unlink(path)
+        except OSError:
+            continue
+        total -= size
+        removed += 1
+    return removed
 
 
 def cache_dir() -> Path:
@@ -46,8 +89,9 @@ def thumbnail(source: str | os.PathLike, sha256: str, size: int = THUMB_SIZE,
     cached file), and every decode holds its pixels' bytes of DECODE_BUDGET (`DecodeBudget`)."""
     if not is_sha256(sha256):
         raise ImageError("no content hash for this image")
-    out = (cache or cache_dir()) / sha256[:2] / f"{sha256}-{size}.jpg"
-    if out.exists():
+    cache = cache or cache_dir()
+    out = cache / sha256[:2] / f"{sha256}-{size}.jpg"
+    if _used(out):
         return out
     with _one_build(out):
         if out.exists():  # made while this request waited
@@ -60,7 +104,31 @@ def thumbnail(source: str | os.PathLike, sha256: str, size: int = THUMB_SIZE,
             os.replace(tmp, out)  # atomic: a reader sees the old state or the whole file
         finally:
             tmp.unlink(missing_ok=True)
+    _after_new(cache)
     return out
+
+
+def _used(out: Path) -> bool:
+    """Whether the thumbnail exists; if so it is marked used (mtime) when last marked over an hour ago."""
+    try:
+        st = out.stat()
+    except OSError:
+        return False
+    if st.st_mtime < time.time() - TOUCH_AFTER:
+        with suppress(OSError):  # a read-only cache still serves
+            os.utime(out)
+    return True
+
+
+def _after_new(cache: Path) -> None:
+    """Every EVICT_EVERY new thumbnails, bring the cache back under its bound."""
+    global _made
+    with _made_lock:
+        _made += 1
+        due = _made % EVICT_EVERY == 0
+    if due:
+        with suppress(OSError):
+            evict(cache, cache_limit())
 
 
 class DecodeBudget:
