@@ -3,6 +3,7 @@ become searchable; ours are never read back as theirs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -83,16 +84,18 @@ def test_tags_read_makes_them_searchable_resumes_and_stays_out_of_eval_by_defaul
     db = tmp_path / "lib.db"
     r = mllmret("tags", "read", folder, "-q", "--db", db)
     assert "read metadata of 3 images" in r.output
-    hits = mllmret("search", "lighthouse", "--mode", "keyword", "--db", db).output
+    hits = mllmret("search", "lighthouses", "--mode", "keyword", "--db", db).output
     assert "coast.jpg" in hits and "tram.jpg" not in hits
+    assert "in photo metadata: lighthouses" in hits  # said as such, in the words typed
+    [hit] = [json.loads(line) for line in
+             mllmret("search", "lighthouse", "--mode", "keyword", "--json", "--db", db).stdout.splitlines()]
+    assert hit["in_metadata"] == ["lighthouse"] and hit["text_in_photo"] == []
     assert "tram.jpg" in mllmret("search", "lisbon", "--mode", "keyword", "--db", db).output
     again = mllmret("tags", "read", folder, "-q", "--db", db)
     assert "read metadata of 0 images" in again.output and "3 already" in again.output
     with Store(db) as store:
         [(run_id, model, kind)] = store.run_models()
         assert kind == "metadata" and model == "xmp+iptc+exif"
-    import json
-
     from mllm_retrieval.evaluation.datasets import load_coco
     from mllm_retrieval.evaluation.sources import EvalSourceError, db_sources
 

@@ -227,6 +227,8 @@ def format_result(r, via: bool = False, mode: str | None = None) -> str:
     where = r.tile_name or r.tile_key or "-"
     if r.in_photo:
         where = f"{where}  text in photo: {', '.join(r.in_photo)}"
+    if r.in_metadata:
+        where = f"{where}  in photo metadata: {', '.join(r.in_metadata)}"
     if not via:
         return (f"{r.rank:>3}  #{r.image_id:<5} {r.score:7.3f}  {r.path or r.external_id}  "
                 f"[{', '.join(r.matched)}]  {where}")

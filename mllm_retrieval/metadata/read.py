@@ -25,10 +25,11 @@ from ..capture.stage import Row, run_stage
 from ..capture.tiling import Box
 from ..errors import ImageError
 from ..library.store import Store
+from ..search.documents import METADATA
 from .sidecars import NAMINGS, sidecar_path
 from .xmp import MAX_PACKET_BYTES, XmpError, clean, person_text
 
-KIND = "metadata"
+KIND = METADATA
 BACKEND = "metadata"
 MODEL = "xmp+iptc+exif"
 FORMAT = 1  # bump when what is read changes: it is the run's identity

@@ -24,6 +24,7 @@ from .text import surface_words, tokenize
 
 DOCUMENT_VERSION = 1
 FULL = "full"  # the tile key of the whole image
+METADATA = "metadata"  # the kind of a person's own keywords and descriptions (metadata/read.py)
 
 
 class TextUnit(Protocol):
@@ -53,6 +54,7 @@ class TileTokens:
     box: Box | None
     tokens: tuple[str, ...]
     in_photo: frozenset[str] = frozenset()  # the tokens that OCR read in the photo
+    in_metadata: frozenset[str] = frozenset()  # the tokens of a person's keywords and descriptions
 
 
 def unit_tokens(u: TextUnit) -> list[str]:
@@ -105,16 +107,17 @@ def embedding_texts(texts: Iterable) -> dict[int, str]:
 
 def tile_documents(texts: Iterable) -> dict[int, list[TileTokens]]:
     """Per image, each tile's tokens over the selected runs (and which of them OCR read in the photo)."""
-    by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str], set[str]]] = {}
+    by_tile: dict[tuple[int, int], tuple[str, Box | None, list[str], set[str], set[str]]] = {}
     for t in texts:
-        entry = by_tile.setdefault((t.image_id, t.tile_id), (t.tile_key, t.box, [], set()))
+        entry = by_tile.setdefault((t.image_id, t.tile_id), (t.tile_key, t.box, [], set(), set()))
         tokens = unit_tokens(t)
         entry[2].extend(tokens)
-        if t.kind == OCR:
-            entry[3].update(tokens)
+        if t.kind in (OCR, METADATA):
+            entry[3 if t.kind == OCR else 4].update(tokens)
     out: dict[int, list[TileTokens]] = {}
-    for (image_id, _), (key, box, tokens, read) in by_tile.items():
-        out.setdefault(image_id, []).append(TileTokens(key, box, tuple(tokens), frozenset(read)))
+    for (image_id, _), (key, box, tokens, read, given) in by_tile.items():
+        out.setdefault(image_id, []).append(
+            TileTokens(key, box, tuple(tokens), frozenset(read), frozenset(given)))
     return out
 
 

@@ -43,6 +43,7 @@ class Result:
     similarity: float | None = None
     tile_name: str | None = None  # where the tile lies: "top left", "centre", "full" (tiling.tile_name)
     in_photo: tuple[str, ...] = ()  # matched words found in text read in the photo (OCR)
+    in_metadata: tuple[str, ...] = ()  # matched words found in the photo's own keywords/descriptions
 
     def to_dict(self) -> dict:
         """JSON-friendly form."""
@@ -53,7 +54,7 @@ class Result:
             "tile_name": self.tile_name, "via": self.via,
             "bm25": None if self.bm25 is None else round(self.bm25, 4),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
-            "text_in_photo": list(self.in_photo),
+            "text_in_photo": list(self.in_photo), "in_metadata": list(self.in_metadata),
         }
 
 
@@ -219,13 +220,15 @@ class Searcher:
         idf = self.index.idf if not weights else (lambda t: self.index.idf(t) * weights.get(t, 1.0))
         tile = best_tile(tiles, matched, idf, avg)
         in_photo = tuple(t for t in matched if any(t in tile.in_photo for tile in tiles))
+        in_metadata = tuple(t for t in matched if any(t in tile.in_metadata for tile in tiles))
         shown = surface_words(q.text)  # stems are for the index; a person sees the words they typed
-        matched, in_photo = (tuple(shown.get(t, t) for t in ts) for ts in (matched, in_photo))
+        matched, in_photo, in_metadata = (tuple(shown.get(t, t) for t in ts)
+                                          for ts in (matched, in_photo, in_metadata))
         return Result(rank=rank, image_id=hit.image_id, score=hit.score, path=image["path"], matched=matched,
                       tile_key=tile.key if tile else None, tile=tile.box if tile else None,
                       external_id=image["external_id"], via=_via(bool(matched), hit.similarity is not None),
                       bm25=hit.bm25, similarity=hit.similarity,
-                      tile_name=_tile_name(tile, image), in_photo=in_photo)
+                      tile_name=_tile_name(tile, image), in_photo=in_photo, in_metadata=in_metadata)
 
 
 def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = None,

@@ -290,7 +290,9 @@ function howMatched(r) {
   }
   const where = r.tile === "full" || !r.tile ? "whole image" : `tile ${r.tile}`;
   const read = r.text_in_photo && r.text_in_photo.length ? " · text in photo" : "";
-  return [r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null, where, read];
+  const given = r.in_metadata && r.in_metadata.length ? " · in photo metadata" : "";
+  return [r.matched.length ? ["matched ", r.matched.map((w) => el("mark", { text: w })), " · "] : null, where, read,
+    given];
 }
 
 function opener(imageId) {
