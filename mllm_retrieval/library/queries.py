@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from ..capture.tiling import Box
 from ..errors import MllmretError
-from .rows import MAX_DIMENSION, SEARCHABLE, Run, TileText, as_int, as_side, as_tags, as_text
+from .rows import MAX_DIMENSION, SEARCHABLE, Run, TileText, as_int, as_json, as_side, as_tags, as_text
 
 
 class LibraryQueries:
@@ -19,8 +19,16 @@ class LibraryQueries:
 
     db: Database
 
-    def run(self, run_id: int) -> Run:  # defined by Store
-        raise NotImplementedError
+    def run(self, run_id: int) -> Run:
+        """A run by id."""
+        r = self.db.execute(
+            "SELECT id, backend, model, prompt_name, prompt_sha256, params, kind FROM runs WHERE id = ?",
+            [run_id],
+        ).fetchone()
+        if r is None:
+            raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
+        return Run(r[0], as_text(r[1]) or "", as_text(r[2]) or "", as_text(r[3]), as_text(r[4]),
+                   as_json(r[5], {}), as_text(r[6]) or "caption")
 
     def select_runs(self, run: int | None = None, model: str | None = None) -> list[int] | None:
         """Run ids matching --run/--model (None means all runs)."""

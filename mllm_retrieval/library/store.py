@@ -153,17 +153,6 @@ class Store(LibraryQueries):
         ).fetchone()
         return self.run(row[0]) if row else None
 
-    def run(self, run_id: int) -> Run:
-        """A run by id."""
-        r = self.db.execute(
-            "SELECT id, backend, model, prompt_name, prompt_sha256, params, kind FROM runs WHERE id = ?",
-            [run_id],
-        ).fetchone()
-        if r is None:
-            raise MllmretError(f"no run with id {run_id}: see `mllmret stats`")
-        return Run(r[0], as_text(r[1]) or "", as_text(r[2]) or "", as_text(r[3]), as_text(r[4]),
-                   as_json(r[5], {}), as_text(r[6]) or "caption")
-
     def finish_run(self, run_id: int) -> None:
         """Stamp the run's finish time."""
         with self.atomic():
