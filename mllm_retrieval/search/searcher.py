@@ -121,7 +121,7 @@ class Searcher:
 
             reason = meaning_unavailable(self._embedder)
             if reason is not None:  # a keyword-only install: keyword search, and one line that says so
-                mode, self.notice = "keyword", reason
+                mode, self.notice = "keyword", f"{reason}; answered by keyword"
         if mode != "keyword" and self.max_backlog is not None:
             pending = self.semantic.backlog()
             if pending > self.max_backlog:
