@@ -190,3 +190,17 @@ def test_ocr_grid_reads_tiles_too_with_boxes_in_the_whole_photo(store, photos):
                      "32,24,64,48": [33, 26]}  # the fake reads at (1, 2) of what it is shown
     again = ocr_paths(store, [photos / "red.jpg"], engine, progress=False, grid="2x2")
     assert (again.captioned_tiles, again.already_done, engine.calls) == (0, 1, 5)
+
+
+def test_a_bad_grid_or_path_makes_no_ocr_run(tmp_path, store):
+    from types import SimpleNamespace
+
+    from mllm_retrieval.capture.ocr_pipeline import ocr_paths
+    from mllm_retrieval.errors import MllmretError
+
+    engine = SimpleNamespace(backend="rapidocr", model_id="m", params=dict)
+    with pytest.raises(MllmretError):
+        ocr_paths(store, [tmp_path], engine, grid="4y4", progress=False)
+    with pytest.raises(MllmretError):
+        ocr_paths(store, [tmp_path / "mistyped"], engine, progress=False)
+    assert store.run_models() == []

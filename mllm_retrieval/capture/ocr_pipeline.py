@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from ..library.store import Store
-from .images import open_image, require_paths
+from .images import open_image
 from .ocr import KIND, Line, OcrEngine, lines_raw, searchable_text
 from .parsing import Parsed
 from .pipeline import Summary
@@ -25,10 +25,6 @@ def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngin
     """Read the text in every image (and, with a grid, every tile) under `paths` not read by this run yet.
 
     Each tile's lines are stored with boxes in the whole image's pixels, so they draw where they are."""
-    paths = list(paths)
-    require_paths(paths)  # a typo is an error before a run is made
-    run = store.get_or_create_run(engine.backend, engine.model_id, engine.params(), kind=KIND)
-
     def read(path: str, todo: list[tuple[int, Box]]) -> list[Row]:
         image = open_image(path, max_pixels)
         rows = []
@@ -39,7 +35,10 @@ def ocr_paths(store: Store, paths: Iterable[str | os.PathLike], engine: OcrEngin
             rows.append((tile_id, lines_raw(lines), Parsed((), searchable_text(lines)), seconds))
         return rows
 
-    return run_stage(store, run, paths, read, "reading text", grid, force, progress, max_pixels)
+    def new_run():
+        return store.get_or_create_run(engine.backend, engine.model_id, engine.params(), kind=KIND)
+
+    return run_stage(store, new_run, paths, read, "reading text", grid, force, progress, max_pixels)
 
 
 def shifted(line: Line, dx: int, dy: int) -> Line:

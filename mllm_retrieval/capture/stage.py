@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..errors import ImageError
 from ..library.store import Run, Store
-from .images import Skipped
+from .images import Skipped, require_paths
 from .parsing import Parsed
 from .pipeline import Summary, plan, scan
 from .tiling import Box, grid_boxes
@@ -22,15 +22,19 @@ Row = tuple[int, str, Parsed, float | None]  # tile id, raw, parsed, seconds
 Reader = Callable[[str, list[tuple[int, Box]]], list[Row]]  # (image path, pending tiles) -> rows
 
 
-def run_stage(store: Store, run: Run, paths: Iterable[str | os.PathLike], read: Reader, desc: str,
-              grid: str = "none", force: bool = False, progress: bool = True,
+def run_stage(store: Store, new_run: Callable[[], Run], paths: Iterable[str | os.PathLike], read: Reader,
+              desc: str, grid: str = "none", force: bool = False, progress: bool = True,
               max_pixels: int | None = None) -> Summary:
-    """Store `read`'s rows for every image (and, with a grid, every tile) this run has not read yet; an
-    image `read` cannot open (ImageError) is reported and skipped."""
+    """Store `read`'s rows for every image (and, with a grid, every tile) the run has not read yet; an
+    image `read` cannot open (ImageError) is reported and skipped. The run (`new_run()`) is made only once
+    the paths exist and the grid is valid, so a typo leaves no empty run behind."""
     start = time.perf_counter()
+    paths = list(paths)
+    require_paths(paths)
     grid_boxes(64, 64, grid)  # validate before any work
+    run = new_run()
     summary = Summary(run_id=run.id)
-    jobs = scan(store, list(paths), summary, force, progress, max_pixels)
+    jobs = scan(store, paths, summary, force, progress, max_pixels)
     pending = plan(store, run.id, jobs, grid, 0.0, force, summary)
     rows: list[Row] = []
 

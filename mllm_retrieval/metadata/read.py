@@ -18,7 +18,6 @@ from pathlib import Path
 
 from PIL import Image, IptcImagePlugin
 
-from ..capture.images import require_paths
 from ..capture.parsing import Parsed
 from ..capture.pipeline import Summary
 from ..capture.stage import Row, run_stage
@@ -81,17 +80,16 @@ def read_metadata(store: Store, paths: Iterable[str | os.PathLike], force: bool 
                   progress: bool = True) -> Summary:
     """Store what a person wrote about every photo under `paths` (a "metadata" run; photos already read are
     skipped; --force reads them again, e.g. after keywords were edited in a photo manager)."""
-    paths = list(paths)
-    require_paths(paths)  # a typo is an error before a run is made
-    run = store.get_or_create_run(BACKEND, MODEL, {"format": FORMAT}, kind=KIND)
-
     def read(path: str, todo: list[tuple[int, Box]]) -> list[Row]:
         text = read_photo_text(path)
         raw = json.dumps({"keywords": text.keywords, "title": text.title, "description": text.description,
                           "sources": text.sources}, ensure_ascii=False)
         return [(tile_id, raw, Parsed(text.keywords, text.caption), None) for tile_id, _ in todo]
 
-    return run_stage(store, run, paths, read, "reading metadata", force=force, progress=progress)
+    def new_run():
+        return store.get_or_create_run(BACKEND, MODEL, {"format": FORMAT}, kind=KIND)
+
+    return run_stage(store, new_run, paths, read, "reading metadata", force=force, progress=progress)
 
 
 def _add_xmp(found: list, where: str, data: bytes | None) -> None:
