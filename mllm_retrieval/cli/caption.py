@@ -99,7 +99,7 @@ def caption(
     """
     from ..capture.captioners import get_captioner
     from ..capture.images import require_paths
-    from ..capture.pipeline import caption_paths
+    from ..capture.pipeline import CaptionSettings, caption_paths
     from ..capture.prompts import load_prompt
 
     if backend == "import":
@@ -123,8 +123,9 @@ def caption(
         "image_splitting": image_splitting.resolve(grid),
     })
     captioner = get_captioner(backend, **options)
+    settings = CaptionSettings(grid, overlap, batch_size, force)
     if dry_run:
-        return _dry_run(db, paths, captioner, load_prompt(prompt), grid, overlap, batch_size)
+        return _dry_run(db, paths, captioner, load_prompt(prompt), settings)
     if shards is not None:
         from ..capture.shards import caption_to_shards
 
@@ -133,9 +134,11 @@ def caption(
                                                progress=not quiet), where=f"into shards in {shards}")
     with open_store(db) as store:
         if ray is not None:
-            summary = _caption_on_ray(store, paths, backend, options, load_prompt(prompt), ray, workers,
-                                      cpus_per_worker, gpus_per_worker, grid, overlap, batch_size, force,
-                                      quiet)
+            from ..capture.distributed import caption_with_ray
+
+            summary = caption_with_ray(store, paths, backend, options, load_prompt(prompt), settings,
+                                       address=ray, workers=workers, cpus_per_worker=cpus_per_worker,
+                                       gpus_per_worker=gpus_per_worker, progress=not quiet)
         else:
             summary = caption_paths(
                 store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
@@ -165,17 +168,6 @@ def backend_options_given(ctx: typer.Context, backend: str, options: dict) -> di
     return {k: v for k, v in options.items() if k in declared}
 
 
-def _caption_on_ray(store, paths: list[Path], backend: str, options: dict, prompt, address: str, workers: int,
-                    cpus: float, gpus: float, grid: str, overlap: float, batch_size: int, force: bool,
-                    quiet: bool):
-    from ..capture.distributed import caption_with_ray
-    from ..capture.pipeline import CaptionSettings
-
-    return caption_with_ray(store, paths, backend, options, prompt,
-                            CaptionSettings(grid, overlap, batch_size, force), address=address,
-                            workers=workers, cpus_per_worker=cpus, gpus_per_worker=gpus, progress=not quiet)
-
-
 def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -> None:
     """The indexing step of caption/import/embed: the keyword index, then vectors for every image text
     that has none (unless `embed` is False)."""
@@ -188,20 +180,18 @@ def embed_stored(store, embedder: str | None, quiet: bool, embed: bool = True) -
                err=True)
 
 
-def _dry_run(db: Path | None, paths: list[Path], captioner, prompt, grid: str, overlap: float,
-             batch_size: int) -> None:
+def _dry_run(db: Path | None, paths: list[Path], captioner, prompt, settings) -> None:
     from ..capture.estimate import describe_estimate, estimate
-    from ..capture.pipeline import CaptionSettings
     from ..library.store import Store
 
     path = db or config.db_path()
     store = Store(path) if path.exists() else None
     try:
-        est = estimate(store, paths, captioner, prompt, CaptionSettings(grid, overlap, batch_size))
+        est = estimate(store, paths, captioner, prompt, settings)
     finally:
         if store is not None:
             store.close()
-    for line in describe_estimate(est, grid):
+    for line in describe_estimate(est, settings.grid):
         typer.echo(line)
     for item in est.skipped:
         typer.echo(f"  skipped {item.path}: {item.reason}", err=True)
