@@ -40,7 +40,7 @@ from mllm_retrieval.evaluation.scoring import (  # noqa: E402
 )
 from mllm_retrieval.evaluation.setup import EvalConfig, load_eval_set  # noqa: E402
 from mllm_retrieval.evaluation.sources import human_source, jsonl_sources, read_jsonl  # noqa: E402
-from mllm_retrieval.search.fusion import competition_ranks, fused_scores  # noqa: E402
+from mllm_retrieval.search.fusion import fused_scores  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 HALC = DATA / "vlm_captions" / "halc_greedy64_val2014.jsonl"
@@ -68,18 +68,6 @@ def matrices(dataset: str, jsonl: Path | None, model: str | None, embedder):
     return evalset, kw, prf, sem
 
 
-def rrf(kw: np.ndarray, sem: np.ndarray, k: float, w: float) -> np.ndarray:
-    out = np.zeros(len(kw))
-    held = np.zeros(len(kw), dtype=bool)
-    for scores, weight in ((kw, 1.0), (sem, w)):
-        ranks = competition_ranks(scores)
-        inside = ranks > 0
-        out[inside] += weight / (k + ranks[inside])
-        held |= inside
-    out[~held] = -np.inf
-    return out
-
-
 def normalised(s: np.ndarray, how: str) -> np.ndarray:
     """Scores over the images a ranking holds, normalised; 0 (min-max) or the minimum (z) elsewhere."""
     finite = np.isfinite(s)
@@ -100,7 +88,7 @@ def methods() -> dict[str, object]:
     out: dict[str, object] = {}
     for k in (10, 30, 60, 120):
         for w in (0.5, 1.0, 1.5, 2.0):
-            out[f"rrf k={k} w={w:g}"] = lambda a, b, k=k, w=w: rrf(a, b, k, w)
+            out[f"rrf k={k} w={w:g}"] = lambda a, b, k=k, w=w: fused_scores(a, b, k, (1.0, w))
     for how in ("minmax", "zscore"):
         out[f"combsum {how}"] = lambda a, b, how=how: _comb(a, b, how, False)
         out[f"combmnz {how}"] = lambda a, b, how=how: _comb(a, b, how, True)

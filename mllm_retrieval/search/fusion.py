@@ -50,7 +50,8 @@ def competition_ranks(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def fused_scores(keyword: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+def fused_scores(keyword: np.ndarray, semantic: np.ndarray, k: float = RRF_K,
+                 weights: Sequence[float] = WEIGHTS) -> np.ndarray:
     """`fuse` over two dense score vectors (-inf: not in that ranking) as a dense vector (-inf: in neither).
 
     Evaluation ranks every image of a set with it, through the very function `mllmret search` fuses with."""
@@ -58,7 +59,7 @@ def fused_scores(keyword: np.ndarray, semantic: np.ndarray) -> np.ndarray:
     positions = np.arange(len(keyword), dtype=np.int64)
     kw, sem = np.isfinite(keyword), np.isfinite(semantic)
     out = np.full(len(keyword), -np.inf)
-    for f in fuse((positions[kw], keyword[kw]), (positions[sem], semantic[sem])):
+    for f in fuse((positions[kw], keyword[kw]), (positions[sem], semantic[sem]), k=k, weights=weights):
         out[f.image_id] = f.score
     return out
 
