@@ -22,7 +22,6 @@ from mllm_retrieval.capture.tiling import Box
 from mllm_retrieval.composed.like import (
     compose_like,
     image_text,
-    latest_run,
     modification_text,
     reference_captioner,
     resolve_reference,
@@ -109,7 +108,7 @@ def test_new_file_is_captioned_but_not_stored(store, library, tmp_path):
 def test_new_file_with_add_goes_into_the_latest_runs_captioner_and_run(store, library, tmp_path):
     register("fake", FakeCaptioner)
     try:
-        run = latest_run(store)
+        run = store.latest_captioned_run()
         captioner, prompt = reference_captioner(store)
         assert (captioner.backend, captioner.model_id, prompt.text) == ("fake", "fake-model",
                                                                          load_prompt().text)
@@ -122,7 +121,7 @@ def test_new_file_with_add_goes_into_the_latest_runs_captioner_and_run(store, li
     assert store.file_row(str(new))["image_id"] == r.image_id
     counts = store.db.execute("SELECT count(*), count(DISTINCT run_id) FROM captions c JOIN tiles t "
                               "ON t.id = c.tile_id WHERE t.image_id = ?", [r.image_id]).fetchone()
-    assert counts == (5, 1) and latest_run(store).id == run.id  # full + 2x2 tiles, in the same run
+    assert counts == (5, 1) and store.latest_captioned_run().id == run.id  # full + 2x2 tiles, in the same run
     assert resolve_reference(store, new).source == "library"  # the next time it is a library image
 
 

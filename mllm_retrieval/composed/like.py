@@ -29,7 +29,7 @@ from ..capture.images import SUFFIXES, open_image, sha256_file
 from ..capture.parsing import parse_output
 from ..capture.prompts import DEFAULT_PROMPT, Prompt, load_prompt
 from ..errors import ImageError, MllmretError
-from ..library.store import Run, Store
+from ..library.store import Store
 from ..search.documents import FULL, Unit, embedding_text, reference_text
 from ..search.query import Query
 from ..search.searcher import Result, Searcher
@@ -109,17 +109,12 @@ class LikeResult:
 
 
 # references
-def latest_run(store: Store, run_ids: Sequence[int] | None = None) -> Run | None:
-    """The most recent run that has captions (among `run_ids` when given)."""
-    return store.latest_captioned_run(run_ids)
-
-
 def reference_captioner(store: Store, run_ids: Sequence[int] | None = None, backend: str | None = None,
                         model: str | None = None, prompt: str | None = None,
                         **options: Any) -> tuple[Captioner, Prompt]:
     """The captioner and prompt for a new reference image: those of the library's latest run, unless
     `backend`, `model` or `prompt` (a name or file) say otherwise; `options` go to the captioner."""
-    run = latest_run(store, run_ids)
+    run = store.latest_captioned_run(run_ids)
     backend = backend or (run.backend if run else "transformers")
     same = run is not None and backend == run.backend
     if backend not in backends():
@@ -156,7 +151,7 @@ def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Seque
     text = str(ref).strip()
     if isinstance(ref, int) or (text.isascii() and text.isdigit() and len(text) <= 18):
         image_id = int(text)
-        if _image_exists(store, image_id):
+        if store.image_exists(image_id):
             return library_reference(store, image_id, run_ids)
         if not Path(text).is_file():
             raise MllmretError(f"--like {text}: no image with id {image_id} in the library (ids are what "
@@ -209,10 +204,6 @@ def _add(store: Store, path: Path, captioner: Captioner, prompt: Prompt, grid: s
     runs = None if run_ids is None else sorted({*run_ids, summary.run_id})
     ref = library_reference(store, image_id, runs)
     return Reference(ref.image_id, ref.path, ref.text, "added")
-
-
-def _image_exists(store: Store, image_id: int) -> bool:
-    return store.image_exists(image_id)
 
 
 def library_reference(store: Store, image_id: int, run_ids: Sequence[int] | None = None) -> Reference:
