@@ -22,10 +22,10 @@ NAMINGS = ("digikam", "lightroom")  # IMG.jpg.xmp (digiKam, darktable, exiftool)
 
 @dataclass(frozen=True)
 class Written:
-    """One sidecar that was (or, in a dry run, would be) written or removed."""
+    """One sidecar (or, with --embed, photo) that was (or, in a dry run, would be) written or removed."""
 
     image: str
-    sidecar: str
+    target: str
     change: Change
     deleted: bool = False
 
@@ -67,11 +67,16 @@ def _under(path: str, root: str) -> bool:
 def write_sidecars(
     store: Store, paths: Iterable[str | os.PathLike] = (), run_ids: list[int] | None = None, *,
     naming: str = "digikam", max_tags: int = 25, caption: bool = False, remove: bool = False,
-    dry_run: bool = False,
+    dry_run: bool = False, embed: bool = False,
 ) -> SidecarSummary:
     """Merge each captioned photo's keywords (and with `caption`, its full-image caption) into its
-    sidecar; with `remove`, take ours out. A photo changed since captioning, a sidecar that is not
-    XMP or is read-only, and a folder we cannot write in are skipped with a reason."""
+    sidecar, or with `embed` into the photo file itself; with `remove`, take ours out. A photo changed
+    since captioning, a sidecar that is not XMP or is read-only, and a folder we cannot write in are
+    skipped with a reason."""
+    if embed:
+        from .embedded import require_exiv2
+
+        require_exiv2()  # before any work: one line naming the extra
     paths = list(paths)
     summary = SidecarSummary()
     files = captioned_files(store, paths, run_ids)
@@ -83,9 +88,10 @@ def write_sidecars(
     for t in store.tile_texts(run_ids, {image_id for image_id, _ in files.values()}):
         texts[t.image_id].append(t)
     claimed: dict[Path, str] = {}
+    copies = store.file_paths() if embed else {}
     for path, (image_id, sha) in files.items():
         sidecar = sidecar_path(Path(path), naming)
-        if sidecar in claimed:
+        if sidecar in claimed and not embed:
             reason = f"{sidecar.name} is already the sidecar of {claimed[sidecar]}"
             summary.skipped.append(Skipped(path, reason))
             continue
@@ -95,7 +101,12 @@ def write_sidecars(
         text = next((t.caption for t in reversed(tiles) if t.tile_key == "full" and t.caption), None)
         try:
             _check_unchanged(path, sha)
-            written = _write_one(path, sidecar, tags, text if caption else None, remove, dry_run)
+            if embed:
+                others = [p for p in copies.get(image_id, []) if p != path]
+                written = _embed_one(store, image_id, path, others, tags, text if caption else None, remove,
+                                     dry_run)
+            else:
+                written = _write_one(path, sidecar, tags, text if caption else None, remove, dry_run)
         except ImageError as e:
             summary.skipped.append(Skipped(path, str(e)))
             continue
@@ -142,6 +153,38 @@ def _write_one(image: str, sidecar: Path, tags: list[str], caption: str | None, 
     except OSError as e:
         raise XmpError(f"cannot write in {sidecar.parent} ({e.strerror or e})") from None
     log.info("wrote %s: %s", sidecar, change.describe())
+    return written
+
+
+def _embed_one(store: Store, image_id: int, image: str, others: list[str], tags: list[str],
+               caption: str | None, remove: bool, dry_run: bool) -> Written | None:
+    """Merge into the photo file itself; the library then knows its new bytes as the same image."""
+    from .embedded import embed, embeddable
+
+    embeddable(image)
+    if others:
+        raise ImageError(f"the same photo is also at {others[0]}: embedding in one copy would make them "
+                         "differ (its sidecar is written without --embed)")
+    if os.path.islink(image) or not os.stat(image).st_mode & stat.S_IWUSR:
+        raise ImageError("read-only or a symbolic link: left as it is")
+    try:
+        with open(image, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageError(f"unreadable ({e.strerror or e})") from None
+    new, change = embed(data, tags, caption, remove)
+    if new is None:
+        return None
+    written = Written(image, image, change)
+    if dry_run:
+        return written
+    try:
+        _replace(Path(image), new)
+    except OSError as e:
+        raise ImageError(f"cannot write in {Path(image).parent} ({e.strerror or e})") from None
+    st = os.stat(image)
+    store.rewrote_file(image_id, image, sha256_file(image), st.st_size, st.st_mtime)
+    log.info("embedded in %s: %s", image, change.describe())
     return written
 
 
