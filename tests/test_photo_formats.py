@@ -88,3 +88,28 @@ def test_raw_names_find_their_sidecars_by_each_tools_convention(name, tmp_path):
 
     assert sidecar_path(Path(name)) == Path(f"{name}.xmp")  # darktable, digiKam
     assert sidecar_path(Path(name), "lightroom") == Path("IMG_0004.xmp")  # Lightroom, Capture One
+
+
+def test_a_raw_files_sidecar_is_read_and_a_raw_jpeg_pair_shares_lightroom_sidecar_with_the_raw(tmp_path):
+    need("rawpy", "raw")
+    import json
+
+    from cli_helpers import mllmret
+    from test_metadata_read import packet
+
+    from mllm_retrieval.metadata.read import read_photo_text
+
+    raw = make_dng(tmp_path / "IMG_0005.dng")
+    (tmp_path / "IMG_0005.dng.xmp").write_bytes(packet(["Lighthouse"], "Pointe du Raz"))  # darktable's name
+    text = read_photo_text(raw)
+    assert set(text.keywords) == {"Lighthouse", "Brittany"} and text.sources == ("sidecar IMG_0005.dng.xmp",)
+
+    Image.new("RGB", (96, 64), "red").save(tmp_path / "IMG_0005.JPG")  # the camera's JPEG, sorted first
+    lines = [{"path": str(tmp_path / name), "tags": [tag]} for name, tag in
+             (("IMG_0005.dng", "sea"), ("IMG_0005.JPG", "boat"))]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    db = tmp_path / "lib.db"
+    mllmret("import", tmp_path / "c.jsonl", "--db", db, "--no-embed")
+    r = mllmret("tags", "write", "--sidecar-name", "lightroom", "--db", db)
+    assert f"skipped {tmp_path / 'IMG_0005.JPG'}: IMG_0005.xmp is already the sidecar of {raw}" in r.stderr
+    assert b"mllmret|sea" in (tmp_path / "IMG_0005.xmp").read_bytes()

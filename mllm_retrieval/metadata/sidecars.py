@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..capture.formats import is_raw
 from ..capture.images import Skipped, sha256_file
 from ..errors import ImageError
 from ..library.store import Store
@@ -89,8 +90,8 @@ def write_sidecars(
         texts[t.image_id].append(t)
     claimed: dict[Path, str] = {}
     copies = store.file_paths() if embed else {}
-    for path, (image_id, sha) in files.items():
-        sidecar = sidecar_path(Path(path), naming)
+    for path, (image_id, sha) in sorted(files.items(), key=lambda item: not is_raw(item[0])):
+        sidecar = sidecar_path(Path(path), naming)  # a RAW first: Lightroom's IMG.xmp is the RAW's
         if sidecar in claimed and not embed:
             reason = f"{sidecar.name} is already the sidecar of {claimed[sidecar]}"
             summary.skipped.append(Skipped(path, reason))
