@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from cli_helpers import mllmret
 from photo_files import need
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from test_sidecars import exiftool_read, exiftool_write, need_exiftool
 
 from mllm_retrieval.capture.images import sha256_file
@@ -171,6 +171,31 @@ def test_bad_input_is_skipped_with_a_reason_and_left_alone(photos, tmp_path):
     assert "1 photos changed, 0 unchanged, 5 skipped" in r.stderr
     assert {p: p.read_bytes() for p in before if p.name != "p0.jpg"} == {
         p: b for p, b in before.items() if p.name != "p0.jpg"}
+
+
+def test_a_photo_whose_embedded_xmp_is_damaged_or_huge_is_skipped_untouched(tmp_path):
+    need("pyexiv2", "xmp")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    packets = {"broken.jpg": b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><oops></x:xmpmeta>',
+               "doctype.jpg": b'<!DOCTYPE x [<!ENTITY a "b">]><x:xmpmeta xmlns:x="adobe:ns:meta/"/>',
+               "huge.png": b'<x:xmpmeta xmlns:x="adobe:ns:meta/">' + b" " * (5 << 20) + b"</x:xmpmeta>"}
+    for name, xmp in packets.items():
+        png = PngImagePlugin.PngInfo()
+        png.add_itxt("XML:com.adobe.xmp", xmp.decode())
+        Image.new("RGB", (32, 32), "red").save(folder / name, **({"pnginfo": png} if name.endswith("png")
+                                                                  else {"xmp": xmp}))
+    (tmp_path / "c.jsonl").write_text("".join(
+        json.dumps({"path": str(folder / name), "tags": ["dog"]}) + "\n" for name in packets))
+    db = tmp_path / "lib.db"
+    mllmret("import", tmp_path / "c.jsonl", "--db", db, "--no-embed")
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+    r = mllmret("tags", "write", "--embed", "--db", db)
+    assert "0 photos changed, 0 unchanged, 3 skipped" in r.stderr
+    assert f"skipped {folder / 'broken.jpg'}: its embedded XMP: not XML" in r.stderr
+    assert f"skipped {folder / 'doctype.jpg'}: its embedded XMP: has a DOCTYPE" in r.stderr
+    assert f"skipped {folder / 'huge.png'}: its embedded XMP: too large" in r.stderr
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_without_exiv2_embed_is_one_line_naming_the_extra(photos, monkeypatch):

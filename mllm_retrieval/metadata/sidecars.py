@@ -112,7 +112,7 @@ def write_sidecars(
             summary.skipped.append(Skipped(path, str(e)))
             continue
         except XmpError as e:
-            summary.skipped.append(Skipped(path, f"{sidecar.name}: {e}"))
+            summary.skipped.append(Skipped(path, f"{'its embedded XMP' if embed else sidecar.name}: {e}"))
             continue
         if written is None:
             summary.unchanged += 1
