@@ -89,6 +89,12 @@ def test_exiftool_reads_back_what_we_embedded_and_the_image_data_is_unchanged(ph
     assert "0 photos changed, 4 unchanged, 0 skipped" in again.stderr and not again.stdout
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()} == after
 
+    gone = mllmret("tags", "write", "--embed", "--remove", "--db", db)
+    assert gone.stdout.count("description removed") == 4
+    for p in folder.iterdir():
+        assert exiftool_read(p) == {} and np.array_equal(pixels(p), pixels_of(before[p])), p.name
+    assert scan_data(jpg.read_bytes()) == scan_data(before[jpg])
+
 
 def test_the_library_knows_an_embedded_photo_as_the_same_image(photos):
     folder, db = photos

@@ -61,10 +61,7 @@ def embed(data: bytes, tags: list[str], caption: str | None, remove: bool) -> tu
             new, change = merge(old, tags, caption, remove=remove, elsewhere=theirs)
             if new == canonical(old):
                 return None, change
-            if new is None:
-                img.clear_xmp()
-            else:
-                img.modify_raw_xmp(new.decode("utf-8"))
+            img.modify_raw_xmp(new.decode("utf-8") if new else "")  # "" drops it (clear_xmp misses WebP's)
             if iptc:  # keep IPTC in step only where the photo has IPTC (new photos get XMP alone)
                 _sync_iptc(img, iptc, theirs, our_subjects(new))
             out = img.get_bytes()

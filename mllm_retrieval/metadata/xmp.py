@@ -107,6 +107,9 @@ def parse(data: bytes) -> ET.Element:
         raise XmpError(f"not an XMP packet (its root is {root.tag})")
     if _rdf(root) is None:
         raise XmpError("an XMP packet without rdf:RDF")
+    for host in _rdf(root).iter(_q("rdf", "Description")):  # exiv2 (digiKam, --embed) writes our simple
+        for key in [k for k in host.attrib if k.startswith(f"{{{NS['mllmret']}}}")]:  # record as attributes
+            ET.SubElement(host, key).text = host.attrib.pop(key)
     for prefix, uri in prefixes:  # keep the file's own prefixes (ET would write ns0, ns1, ...)
         ours = prefix in NS or uri in NS.values()
         if prefix and not ours and not re.fullmatch(r"ns\d+|xml.*", prefix):
