@@ -16,8 +16,8 @@ from .main import (
     open_store,
 )
 
-tags_app = typer.Typer(help="Keywords where photo tools look (XMP sidecars): write ours, read a person's.",
-                       no_args_is_help=True)
+tags_app = typer.Typer(help="Keywords where photo tools look (XMP sidecars, or --embed in the photo): "
+                       "write ours, read a person's.", no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
 
 
