@@ -113,3 +113,17 @@ def test_a_raw_files_sidecar_is_read_and_a_raw_jpeg_pair_shares_lightroom_sideca
     r = mllmret("tags", "write", "--sidecar-name", "lightroom", "--db", db)
     assert f"skipped {tmp_path / 'IMG_0005.JPG'}: IMG_0005.xmp is already the sidecar of {raw}" in r.stderr
     assert b"mllmret|sea" in (tmp_path / "IMG_0005.xmp").read_bytes()
+
+
+def test_the_page_shows_heic_and_raw_through_a_jpeg_thumbnail(tmp_path):
+    from mllm_retrieval.capture.images import sha256_file
+    from mllm_retrieval.library.thumbnails import browser_type, thumbnail
+
+    heif = need("pillow_heif", "heif")
+    need("rawpy", "raw")
+    heif.from_pillow(Image.new("RGB", (64, 48), (0, 0, 200))).save(tmp_path / "a.heic", quality=90)
+    files = [tmp_path / "a.heic", make_dng(tmp_path / "b.dng")]
+    for path in files:
+        assert browser_type(path) is None  # a browser cannot show it: the page gets a JPEG
+        with Image.open(thumbnail(path, sha256_file(path), 32, cache=tmp_path / "cache")) as small:
+            assert small.format == "JPEG" and max(small.size) == 32
