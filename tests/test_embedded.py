@@ -204,6 +204,23 @@ def test_a_photo_whose_embedded_xmp_is_damaged_or_huge_is_skipped_untouched(tmp_
     assert {p: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_a_photo_saved_by_someone_else_while_we_embed_keeps_their_save(photos, monkeypatch):
+    from mllm_retrieval.metadata import embedded
+
+    folder, db = photos
+    jpg, real = folder / "p0.jpg", embedded.embed
+
+    def edited_meanwhile(*args):
+        out = real(*args)
+        jpg.write_bytes(b"saved by a photo editor")
+        return out
+
+    monkeypatch.setattr(embedded, "embed", edited_meanwhile)
+    r = mllmret("tags", "write", "--embed", jpg, "--db", db)
+    assert f"skipped {jpg}: changed while we were writing to it: left as it is" in r.stderr
+    assert jpg.read_bytes() == b"saved by a photo editor" and [p.name for p in folder.glob(".*")] == []
+
+
 def test_without_exiv2_embed_is_one_line_naming_the_extra(photos, monkeypatch):
     folder, db = photos
     monkeypatch.setitem(sys.modules, "pyexiv2", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -101,12 +102,12 @@ def write_sidecars(
         tags = keywords((t.tags for t in tiles), max_tags)
         text = next((t.caption for t in reversed(tiles) if t.tile_key == "full" and t.caption), None)
         try:
-            _check_unchanged(path, sha)
             if embed:
                 others = [p for p in copies.get(image_id, []) if p != path]
-                written = _embed_one(store, image_id, path, others, tags, text if caption else None, remove,
-                                     dry_run)
+                written = _embed_one(store, image_id, path, sha, others, tags, text if caption else None,
+                                     remove, dry_run)
             else:
+                _check_unchanged(path, sha)
                 written = _write_one(path, sidecar, tags, text if caption else None, remove, dry_run)
         except ImageError as e:
             summary.skipped.append(Skipped(path, str(e)))
@@ -121,11 +122,11 @@ def write_sidecars(
     return summary
 
 
-def _check_unchanged(path: str, sha: str | None) -> None:
-    """ImageError unless the file's content is still what was captioned."""
-    if not os.path.isfile(path):
+def _check_unchanged(path: str, sha: str | None, data: bytes | None = None) -> None:
+    """ImageError unless the file's content (or `data`, read from it) is still what was captioned."""
+    if data is None and not os.path.isfile(path):
         raise ImageError("no longer there (moved or deleted since captioning)")
-    if sha is None or sha256_file(path) != sha:
+    if sha is None or (hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)) != sha:
         raise ImageError("changed since it was captioned (sha256 differs): caption it again first")
 
 
@@ -157,7 +158,7 @@ def _write_one(image: str, sidecar: Path, tags: list[str], caption: str | None, 
     return written
 
 
-def _embed_one(store: Store, image_id: int, image: str, others: list[str], tags: list[str],
+def _embed_one(store: Store, image_id: int, image: str, sha: str | None, others: list[str], tags: list[str],
                caption: str | None, remove: bool, dry_run: bool) -> Written | None:
     """Merge into the photo file itself; the library then knows its new bytes as the same image."""
     from .embedded import embed, embeddable
@@ -166,19 +167,26 @@ def _embed_one(store: Store, image_id: int, image: str, others: list[str], tags:
     if others:
         raise ImageError(f"the same photo is also at {others[0]}: embedding in one copy would make them "
                          "differ (its sidecar is written without --embed)")
-    if os.path.islink(image) or not os.stat(image).st_mode & stat.S_IWUSR:
-        raise ImageError("read-only or a symbolic link: left as it is")
     try:
+        st = os.lstat(image)
+        if stat.S_ISLNK(st.st_mode) or not st.st_mode & stat.S_IWUSR:
+            raise ImageError("read-only or a symbolic link: left as it is")
         with open(image, "rb") as f:
             data = f.read()
+    except FileNotFoundError:
+        raise ImageError("no longer there (moved or deleted since captioning)") from None
     except OSError as e:
         raise ImageError(f"unreadable ({e.strerror or e})") from None
+    _check_unchanged(image, sha, data)  # the bytes we merge into are the bytes that were captioned
     new, change = embed(data, tags, caption, remove)
     if new is None:
         return None
     written = Written(image, image, change)
     if dry_run:
         return written
+    now = os.lstat(image)
+    if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        raise ImageError("changed while we were writing to it: left as it is")
     try:
         _replace(Path(image), new)
     except OSError as e:
