@@ -34,6 +34,17 @@ def test_a_heic_photo_is_captioned(store, tmp_path):
     assert full_tags(store)["IMG_0001.HEIC"] == ["green", "size64x48"]
 
 
+def test_a_heic_photos_embedded_keywords_are_read(tmp_path):
+    from test_metadata_read import packet
+
+    from mllm_retrieval.metadata.read import read_photo_text
+
+    heif = need("pillow_heif", "heif")
+    heif.from_pillow(Image.new("RGB", (32, 32))).save(tmp_path / "a.heic", xmp=packet(["harbour"]))
+    text = read_photo_text(tmp_path / "a.heic")
+    assert text.keywords == ("harbour", "Brittany") and text.sources == ("embedded XMP",)
+
+
 def test_a_dng_is_demosaiced_when_it_has_no_preview(store, tmp_path):
     need("rawpy", "raw")
     image = open_image(make_dng(tmp_path / "mosaic.dng"))
