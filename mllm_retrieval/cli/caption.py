@@ -129,8 +129,7 @@ def caption(
     if shards is not None:
         from ..capture.shards import caption_to_shards
 
-        return print_summary(caption_to_shards(paths, captioner, load_prompt(prompt), shards, grid=grid,
-                                               overlap=overlap, batch_size=batch_size, force=force,
+        return print_summary(caption_to_shards(paths, captioner, load_prompt(prompt), shards, settings,
                                                progress=not quiet), where=f"into shards in {shards}")
     with open_store(db) as store:
         if ray is not None:
@@ -140,10 +139,8 @@ def caption(
                                        address=ray, workers=workers, cpus_per_worker=cpus_per_worker,
                                        gpus_per_worker=gpus_per_worker, progress=not quiet)
         else:
-            summary = caption_paths(
-                store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
-                batch_size=batch_size, force=force, progress=not quiet,
-            )
+            summary = caption_paths(store, paths, captioner, load_prompt(prompt), settings,
+                                    progress=not quiet)
         print_summary(summary)
         if reader is not None:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
