@@ -92,7 +92,7 @@ def test_import_is_a_registered_backend_with_declared_options(tmp_path):
 
 def test_every_command_has_help():
     for command in ["caption", "search", "import", "export", "stats", "check", "prompts", "demo",
-                    "tags write"]:
+                    "eval", "eval-composed", "tags write"]:
         r = mllmret(*command.split(), "--help")
         assert "Usage:" in r.stdout and len(r.stdout) > 100
     assert "tags_caption" in mllmret("prompts").stdout
