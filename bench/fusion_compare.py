@@ -1,20 +1,22 @@
-"""How to fuse the keyword (BM25) and semantic (cosine) rankings, compared on the evaluation sets.
+"""How to fuse the keyword (BM25) and semantic (cosine) rankings, and what feedback adds, per evaluation set.
 
-    python bench/fusion_compare.py                 # COCO + HALC LLaVA (dev), VOC + Less-is-More (held out)
+    python bench/fusion_compare.py                          # prints one markdown table
+    python bench/fusion_compare.py --results-md eval/RESULTS.md   # ...and writes it there as a section
 
-The two score matrices of each set (one row per class-name query, one column per image) are computed
-once, exactly as `mllmret eval` computes them (evaluation.scoring, the packaged all-MiniLM-L6-v2), then
-fused in several ways and scored by macro AP. Methods:
+The sets: COCO human captions and HALC LLaVA-1.5-7B (dev: choose here), VOC human captions and Less-is-More
+LLaVA-1.5-7B (held out: do the choices carry over?). Each set's documents, BM25 scores and embeddings are
+computed once, exactly as `mllmret eval` computes them (evaluation.scoring, the packaged all-MiniLM-L6-v2),
+then ranked in several ways and scored by macro AP over the class-name queries. Rows:
 - rrf k=K w=W: reciprocal rank fusion, sum of weight / (K + rank); W is the semantic weight (keyword 1).
-  "rrf k=60 w=1" is today's hybrid (`fusion.fuse`).
-- combsum minmax / zscore: each ranking's scores normalised over the images it holds (min-max to [0, 1],
-  or z-scores), summed (an image a ranking does not hold adds 0 / the ranking's minimum);
-  combmnz: combsum x the number of rankings that hold the image.
-- convex a=A: A x minmax(BM25) + (1 - A) x cosine.
-- "+PRF" rows: the keyword ranking is BM25 with pseudo-relevance feedback (`--prf`, expansion.py), fused
-  with the same cosine ranking: the query side in hybrid mode.
-Choose on the dev sets only (COCO human captions, HALC LLaVA-1.5-7B); the held-out sets say whether it
-carries over. Prints one markdown table.
+- combsum / combmnz minmax / zscore: each ranking's scores normalised over the images it holds (min-max to
+  [0, 1], or z-scores), summed (an image a ranking does not hold adds 0 / the ranking's lowest z);
+  combmnz: combsum x the number of rankings that hold the image. convex a=A: A x minmax(BM25) + (1 - A)
+  x cosine.
+- "+feedback": the first images of the fused ranking refine both queries and the refined rankings are
+  fused again (expansion.Feedback): their top words join the BM25 query (PRF) and their mean embedding
+  moves the query vector (Rocchio); "PRF only" and "Rocchio only" switch one half off.
+The row marked "default" is how `mllmret search` ranks (fusion.DEFAULT_FUSION with feedback); the one
+marked "best on dev" has the highest mean over the dev sets.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +35,20 @@ sys.path.insert(0, str(ROOT))
 
 from mllm_retrieval.evaluation import metrics  # noqa: E402
 from mllm_retrieval.evaluation.datasets import class_queries  # noqa: E402
+from mllm_retrieval.evaluation.report import marked, md_table, replace_section  # noqa: E402
 from mllm_retrieval.evaluation.runner import Variant  # noqa: E402
 from mllm_retrieval.evaluation.scoring import (  # noqa: E402
     documents,
+    embedded,
+    feedback_refiner,
+    hybrid_matrix,
     score_matrix,
-    semantic_matrix,
     text_documents,
 )
 from mllm_retrieval.evaluation.setup import EvalConfig, load_eval_set  # noqa: E402
 from mllm_retrieval.evaluation.sources import human_source, jsonl_sources, read_jsonl  # noqa: E402
-from mllm_retrieval.search.fusion import fused_scores  # noqa: E402
+from mllm_retrieval.search.expansion import Feedback  # noqa: E402
+from mllm_retrieval.search.fusion import DEFAULT_FUSION, FUSIONS, fused_scores  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 HALC = DATA / "vlm_captions" / "halc_greedy64_val2014.jsonl"
@@ -51,10 +59,12 @@ SETS = {  # name: (dataset, jsonl file or None for the human captions, model, de
     "VOC human": ("voc", None, None, False),
     "Less-is-More LLaVA-1.5-7B": ("vlm", LESS, "llava-v1.5-7b", False),
 }
+DEFAULT = f"{DEFAULT_FUSION} +feedback"
+COMMAND = "python bench/fusion_compare.py --results-md eval/RESULTS.md"
 
 
-def matrices(dataset: str, jsonl: Path | None, model: str | None, embedder):
-    """(evaluation set, BM25 matrix, BM25+PRF matrix, cosine matrix) of one set's default document variant."""
+def rankings(dataset: str, jsonl: Path | None, model: str | None, embedder) -> dict[str, np.ndarray]:
+    """Every row's score matrix (queries x images) for one set, and its relevance matrix under "relevant"."""
     cache = {jsonl: read_jsonl(jsonl)} if jsonl else {}
     cfg = EvalConfig(dataset=dataset, data_dir=DATA, sources=[f"jsonl:{jsonl}"] if jsonl else [], model=model)
     evalset, _, _ = load_eval_set(cfg, cache)
@@ -62,10 +72,36 @@ def matrices(dataset: str, jsonl: Path | None, model: str | None, embedder):
     queries = class_queries(evalset.classes)
     owners, docs = documents(src, Variant())
     kw = score_matrix(evalset.image_ids, owners, docs, queries)
-    prf = score_matrix(evalset.image_ids, owners, docs, queries, prf=True)
     text_owners, texts = text_documents(src, Variant())
-    sem = semantic_matrix(evalset.image_ids, text_owners, texts, queries, embedder)
-    return evalset, kw, prf, sem
+    sem = embedded(evalset.image_ids, text_owners, texts, queries, embedder)
+    prf = score_matrix(evalset.image_ids, owners, docs, queries, prf=True)
+    rows = {"keyword (BM25)": kw, "keyword +PRF": prf, "semantic": sem.matrix}
+    for label, fuse in fusions().items():
+        rows[label] = hybrid_matrix(kw, sem.matrix, fuse)
+    for name in ("rrf", "combmnz minmax", "combmnz zscore"):
+        fuse = fusions()[name if name != "rrf" else "rrf k=60 w=1"]
+        for tag, fb in (("+feedback", Feedback()), ("+PRF only", replace(Feedback(), beta=0.0)),
+                        ("+Rocchio only", replace(Feedback(), terms=0))):
+            refine = feedback_refiner(evalset.image_ids, owners, docs, queries, sem, fb)
+            rows[f"{name} {tag}"] = hybrid_matrix(kw, sem.matrix, fuse, refine, fb)
+    refine = feedback_refiner(evalset.image_ids, owners, docs, queries, sem)
+    rows[DEFAULT] = hybrid_matrix(kw, sem.matrix, DEFAULT_FUSION, refine)
+    rows["relevant"] = np.stack([np.fromiter((c in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
+                                 for c in evalset.classes])
+    return rows
+
+
+def fusions() -> dict[str, object]:
+    """Fusions without feedback, by label: functions of two dense score vectors (-inf: not held)."""
+    out: dict[str, object] = {}
+    for k, w in ((60, 1.0), (10, 1.0), (30, 1.0), (120, 1.0), (60, 0.5), (60, 2.0)):
+        out[f"rrf k={k} w={w:g}"] = lambda a, b, k=k, w=w: fused_scores(a, b, k, (1.0, w))
+    for how in ("minmax", "zscore"):
+        out[f"combsum {how}"] = lambda a, b, how=how: _comb(a, b, how, False)
+        out[f"combmnz {how}"] = lambda a, b, how=how: _comb(a, b, how, True)
+    for alpha in (0.3, 0.5):
+        out[f"convex a={alpha:g}"] = lambda a, b, alpha=alpha: _convex(a, b, alpha)
+    return out
 
 
 def normalised(s: np.ndarray, how: str) -> np.ndarray:
@@ -84,19 +120,6 @@ def normalised(s: np.ndarray, how: str) -> np.ndarray:
     return out
 
 
-def methods() -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k in (10, 30, 60, 120):
-        for w in (0.5, 1.0, 1.5, 2.0):
-            out[f"rrf k={k} w={w:g}"] = lambda a, b, k=k, w=w: fused_scores(a, b, k, (1.0, w))
-    for how in ("minmax", "zscore"):
-        out[f"combsum {how}"] = lambda a, b, how=how: _comb(a, b, how, False)
-        out[f"combmnz {how}"] = lambda a, b, how=how: _comb(a, b, how, True)
-    for alpha in (0.1, 0.2, 0.3, 0.5, 0.7):
-        out[f"convex a={alpha:g}"] = lambda a, b, alpha=alpha: _convex(a, b, alpha)
-    return out
-
-
 def _comb(a: np.ndarray, b: np.ndarray, how: str, mnz: bool) -> np.ndarray:
     held = np.isfinite(a).astype(int) + np.isfinite(b)
     s = normalised(a, how) + normalised(b, how)
@@ -111,46 +134,57 @@ def _convex(a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     return np.where(held, s, -np.inf)
 
 
-def macro_ap(evalset, fused: np.ndarray) -> float:
-    aps = []
-    for name, s in zip(evalset.classes, fused, strict=True):
-        relevant = np.fromiter((name in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
-        if relevant.any():
-            aps.append(metrics.average_precision(s, relevant))
-    return float(np.mean(aps))
+def macro_ap(scores: np.ndarray, relevant: np.ndarray) -> float:
+    """Mean over classes with a relevant image of average precision."""
+    return float(np.mean([metrics.average_precision(s, r) for s, r in zip(scores, relevant, strict=True)
+                          if r.any()]))
+
+
+def table(aps: dict[str, dict[str, float]], names: list[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the comparison; the default and the best on dev marked."""
+    dev = [n for n in names if SETS[n][3]]
+    labels = list(next(iter(aps.values())))
+    fused = labels[3:]
+    best = max(fused, key=lambda r: np.mean([aps[n][r] for n in dev])) if dev else None
+    header = ["ranking", *(f"{n}{' (dev)' if SETS[n][3] else ''}" for n in names), "dev mean"]
+    rows = []
+    for r in labels:
+        mark = "".join([" **(default)**" if r == DEFAULT else "", " (best on dev)" if r == best else ""])
+        dev_mean = np.mean([aps[n][r] for n in dev]) if dev else float("nan")
+        rows.append([r + mark, *(f"{aps[n][r]:.3f}" for n in names), f"{dev_mean:.3f}"])
+    return header, rows
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default=",".join(SETS), help="comma-separated names of SETS")
+    p.add_argument("--results-md", type=Path, help="also write the table into this generated RESULTS.md")
     args = p.parse_args()
     from mllm_retrieval.search.embedding import Embedder
 
     embedder = Embedder()
-    table: dict[str, dict[str, float]] = {}
+    aps: dict[str, dict[str, float]] = {}
     names = args.sets.split(",")
     for name in names:
         t0 = time.perf_counter()
-        evalset, kw, prf, sem = matrices(*SETS[name][:3], embedder)
-        table[name] = {"keyword (BM25)": macro_ap(evalset, kw), "keyword +PRF": macro_ap(evalset, prf),
-                       "semantic": macro_ap(evalset, sem)}
-        today = np.stack([fused_scores(a, b) for a, b in zip(kw, sem, strict=True)])
-        table[name]["hybrid today (fuse)"] = macro_ap(evalset, today)
-        for label, fn in methods().items():
-            for tag, keyword in (("", kw), (" +PRF", prf)):
-                fused = np.stack([fn(a, b) for a, b in zip(keyword, sem, strict=True)])
-                table[name][label + tag] = macro_ap(evalset, fused)
-        print(f"{name}: {len(evalset.image_ids)} images, {len(evalset.classes)} classes, "
+        rows = rankings(*SETS[name][:3], embedder)
+        relevant = rows.pop("relevant")
+        aps[name] = {label: macro_ap(s, relevant) for label, s in rows.items()}
+        print(f"{name}: {relevant.shape[1]} images, {relevant.shape[0]} classes, "
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    dev = [n for n in names if SETS[n][3]]
-    rows = list(next(iter(table.values())))
-    best = max(rows[4:], key=lambda r: np.mean([table[n][r] for n in dev])) if dev else None
-    print("| method | " + " | ".join(f"{n}{' (dev)' if SETS[n][3] else ''}" for n in names) + " | dev mean |")
-    print("|---|" + "---|" * (len(names) + 1))
-    for r in rows:
-        mark = " (best on dev)" if r == best else ""
-        dev_mean = np.mean([table[n][r] for n in dev]) if dev else float("nan")
-        print(f"| {r}{mark} | " + " | ".join(f"{table[n][r]:.3f}" for n in names) + f" | {dev_mean:.3f} |")
+    header, rows = table(aps, names)
+    lines = md_table(header, rows)
+    print("\n".join(lines))
+    if args.results_md:
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        section = marked("fusion-compare", [
+            "## Hybrid ranking: fusion and feedback compared (macro AP)", "",
+            f"Generated by `{COMMAND}` on {now}. Class names as queries, the default document of each set "
+            "(full text), the packaged all-MiniLM-L6-v2; choices made on the dev sets only. The default "
+            f"(`mllmret search`, the hybrid rows above): {FUSIONS[DEFAULT_FUSION]} with feedback "
+            "(search/fusion.py, search/expansion.py). Methods: the docstring of bench/fusion_compare.py.", "",
+            *lines])
+        replace_section(args.results_md, "fusion-compare", section)
 
 
 if __name__ == "__main__":

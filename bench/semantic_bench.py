@@ -10,9 +10,9 @@
    generated SQLite library of N images (full image + 2x2 tiles, as bench/library_bench.py): the query
    is embedded by the real model, but the N image vectors are random unit vectors (exact cosine costs
    the same whatever the values, and embedding 100k texts would take most of an hour on 2 cores).
-   Reported: p50/p99 of hybrid, semantic and keyword search, the query-embedding share, and the bare
-   exact-cosine scan (one matrix-vector product) at 10k/100k/1M vectors, which says where an ANN index
-   (hnswlib, faiss HNSW) would start to pay.
+   Reported: p50/p99 of hybrid (with its default feedback, and without), semantic and keyword search,
+   the query-embedding share, and the bare exact-cosine scan (one matrix-vector product) at 10k/100k/1M
+   vectors, which says where an ANN index (hnswlib, faiss HNSW) would start to pay.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from mllm_retrieval.library.store import Store  # noqa: E402
 from mllm_retrieval.search.embedding import Embedder  # noqa: E402
 from mllm_retrieval.search.searcher import Searcher  # noqa: E402
 
-MODES = ("hybrid", "semantic", "keyword")
+MODES = ("hybrid", "hybrid --no-feedback", "semantic", "keyword")
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
@@ -105,16 +105,18 @@ def latency(embedder: Embedder, sizes: list[int], n_queries: int) -> None:
             times: dict[str, list[float]] = {m: [] for m in (*MODES, "query embedding")}
             for q in qs:
                 for mode in MODES:
+                    searcher.feedback = False if mode.endswith("--no-feedback") else None
                     t0 = time.perf_counter()
-                    searcher.search(q, 10, mode=mode)
+                    searcher.search(q, 10, mode=mode.split()[0])
                     times[mode].append(1000 * (time.perf_counter() - t0))
                 t0 = time.perf_counter()
                 embedder.encode_query(q)
                 times["query embedding"].append(1000 * (time.perf_counter() - t0))
         rows.append((size, t_fill, t_build, times))
     print("\n| images | library filled s | first search (index build, no model) s | hybrid p50/p99 ms "
-          "| semantic p50/p99 ms | keyword p50/p99 ms | query embedding p50/p99 ms |")
-    print("|---|---|---|---|---|---|---|")
+          "| hybrid --no-feedback p50/p99 ms | semantic p50/p99 ms | keyword p50/p99 ms "
+          "| query embedding p50/p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for size, t_fill, t_build, t in rows:
         cells = [percentiles(t[m]) for m in (*MODES, "query embedding")]
         print(f"| {size:,} | {t_fill:.1f} | {t_build:.1f} | " + " | ".join(cells) + " |")

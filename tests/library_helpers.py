@@ -23,6 +23,14 @@ def add_library(store, captions: dict[str, str]) -> dict[str, int]:
     return ids
 
 
+def caption_units(db: Path) -> tuple[int, int]:
+    """(units, distinct tiles) stored by caption runs: not the photos' metadata, read beside them."""
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return conn.execute("SELECT count(*), count(DISTINCT tile_id) FROM captions WHERE run_id IN "
+                            "(SELECT id FROM runs WHERE kind = 'caption')").fetchone()
+
+
 def wait_for_captions(db: Path, at_least: int, timeout: float) -> int:
     """Poll another process's library until it holds `at_least` captions (or the time is up); how many."""
     stored, deadline = 0, time.time() + timeout

@@ -14,7 +14,7 @@ from library_helpers import wait_for_captions
 def test_caption_search_export_import_on_real_photos(coco_images, tiny_llava, tmp_path):
     db = tmp_path / "lib.db"
     r = mllmret("caption", coco_images, "--model", tiny_llava, "--batch-size", "2",
-                "--max-new-tokens", "12", "-q", "--db", db)
+                "--max-new-tokens", "12", "-q", "--no-metadata", "--db", db)  # counts below: captions only
     assert "captioned 3 images (15 tiles)" in r.stderr
     stats = json.loads(mllmret("stats", "--json", "--db", db).stdout)
     assert stats["captions"] == 15 and stats["images"] == {"ok": 3}
@@ -110,7 +110,7 @@ def test_kill_9_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
             "register('fake', lambda **kw: __import__('fakes').FakeCaptioner(delay=0.1, **kw)); "
             "from mllm_retrieval.cli import app; sys.argv[0] = 'mllmret'; app()")
     cmd = [sys.executable, "-c", code, "caption", str(folder), "--backend", "fake", "--batch-size", "2",
-           "-q", "--db", str(db)]
+           "-q", "--no-metadata", "--db", str(db)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE)
     stored = wait_for_captions(db, 6, timeout=60)

@@ -134,7 +134,7 @@ def names(results):
 
 
 def test_hybrid_finds_other_words_for_the_same_thing(library):
-    s = Searcher(library, mode="hybrid", embedder=FakeEmbedder())
+    s = Searcher(library, mode="hybrid", embedder=FakeEmbedder(), feedback=False)
     assert names(s.search("person", mode="keyword")) == ["person", "dog"]  # "people" folds to person
     results = s.search("person", k=5)
     assert set(names(results)[:4]) == {"person", "man", "woman", "dog"}

@@ -123,7 +123,7 @@ def test_export_and_import_keep_a_persons_metadata_a_metadata_run(tmp_path):
         assert [kind for _, _, kind in store.run_models()] == ["metadata"]
 
 
-def test_caption_with_metadata_reads_it_in_the_same_run(tmp_path):
+def test_caption_reads_metadata_by_default_in_the_same_run_unless_no_metadata(tmp_path):
     from fakes import FakeCaptioner
 
     from mllm_retrieval.capture.captioners import register, unregister
@@ -133,11 +133,18 @@ def test_caption_with_metadata_reads_it_in_the_same_run(tmp_path):
         folder = tmp_path / "photos"
         folder.mkdir()
         photo(folder / "coast.jpg", packet(["lighthouse"]))
-        r = mllmret("caption", folder, "--backend", "fake", "--metadata", "-q", "--no-embed",
-                    "--db", tmp_path / "lib.db")
+        r = mllmret("caption", folder, "--backend", "fake", "-q", "--no-embed", "--db", tmp_path / "lib.db")
         assert "read metadata of 1 images" in r.output
         with Store(tmp_path / "lib.db") as store:
             assert sorted(kind for _, _, kind in store.run_models()) == ["caption", "metadata"]
             assert store.latest_captioned_run().backend == "fake"  # --like still captions with the model
+        hits = mllmret("search", "lighthouse", "--mode", "keyword", "--db", tmp_path / "lib.db").stdout
+        assert "coast.jpg" in hits and "in photo metadata: lighthouse" in hits
+
+        off = mllmret("caption", folder, "--backend", "fake", "--no-metadata", "-q", "--no-embed",
+                      "--db", tmp_path / "off.db")
+        assert "metadata" not in off.output
+        with Store(tmp_path / "off.db") as store:
+            assert [kind for _, _, kind in store.run_models()] == ["caption"]
     finally:
         unregister("fake")

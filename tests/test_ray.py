@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import mllmret
 from fakes import FakeCaptioner
-from library_helpers import wait_for_captions
+from library_helpers import caption_units, wait_for_captions
 from PIL import Image
 from test_shards import library_rows
 
@@ -170,7 +169,6 @@ def test_kill_9_of_the_driver_then_rerun_captions_every_photo_once(tmp_path):
     assert set(names) <= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}, names
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    with sqlite3.connect(db) as conn:
-        total, distinct = conn.execute("SELECT count(*), count(DISTINCT tile_id) FROM captions").fetchone()
+    total, distinct = caption_units(db)
     assert total == distinct == 12 * 5
     assert "already captioned" in done.stderr

@@ -106,7 +106,8 @@ def test_embedding_text_puts_tags_first_once():
 
 def test_adding_captions_updates_both_indexes_and_removing_an_image_removes_it_from_both(store, tiny_st):
     counting = Counting(Embedder(str(tiny_st)))
-    s = Searcher(store, mode="hybrid", embedder=counting)
+    # RRF: the only keyword match stays first whatever the random tiny model's similarities say
+    s = Searcher(store, mode="hybrid", embedder=counting, fuse_with="rrf")
     a = add(store, "a", "Caption: A red car on a street.")
     b = add(store, "b", "Caption: A cat on a sofa.")
     assert {r.image_id for r in s.search("car", k=5)} == {a, b}  # semantic ranks every image
@@ -221,7 +222,8 @@ def test_eval_modes_and_expansions_are_separate_labelled_conditions(cats_and_dog
     assert got == [("keyword", False, False), ("keyword", True, False), ("keyword", False, True),
                    ("hybrid", False, False), ("semantic", False, False)]
     labels_ = [c.label for c in report.conditions]
-    assert "+PRF (--prf)" in labels_[2] and labels_[3].endswith(f"hybrid RRF k=60 [{tiny_st.resolve()}]")
+    assert "+PRF (--prf)" in labels_[2]
+    assert labels_[3].endswith(f"hybrid CombMNZ min-max +feedback [{tiny_st.resolve()}]")
     keyword, hybrid, semantic = report.conditions[0], report.conditions[3], report.conditions[4]
     # "the and of" has text but no searchable word: semantic ranks it, keyword cannot
     assert keyword.n_with_document == 4 and semantic.n_with_document == 5

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import mllmret
 from fakes import FakeCaptioner
+from library_helpers import caption_units
 from PIL import Image
 
 from mllm_retrieval.capture import pipeline
@@ -41,9 +42,7 @@ def test_two_caption_runs_at_once_both_finish(tmp_path):
     for p, err in zip(procs, errors, strict=True):
         assert p.returncode == 0, err
         assert "Traceback" not in err
-    with sqlite3.connect(db) as conn:
-        total, distinct = conn.execute("SELECT count(*), count(DISTINCT tile_id) FROM captions").fetchone()
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    total, distinct = caption_units(db)  # the photos' metadata, read by both runs too, is not counted
     assert total == distinct == 80 * 5
 
 

@@ -131,6 +131,14 @@ def test_our_description_is_replaced_and_removed_but_a_persons_edit_is_kept():
     assert description(data) == "My dog Rex" and ours_gone(data)
 
 
+def test_our_description_record_rewritten_as_an_attribute_by_exiv2_is_still_ours():
+    data, _ = merge(None, ["dog"], "A dog.")
+    compact = data.replace(b' rdf:about="">', b' rdf:about="" mllmret:description="A dog.">').replace(
+        b"<mllmret:description>A dog.</mllmret:description>", b"")  # as exiv2 (digiKam, --embed) writes it
+    assert b"<mllmret:description>" not in compact and description(compact) == "A dog."
+    assert merge(compact, [], remove=True)[0] is None  # ours, so it goes
+
+
 def test_remove_from_a_sidecar_that_only_we_wrote_leaves_nothing():
     data, _ = merge(None, ["dog"], "A dog.")
     assert merge(data, [], remove=True)[0] is None

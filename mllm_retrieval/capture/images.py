@@ -13,9 +13,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageError, PathNotFound
 from ..hashing import file_sha256
+from .formats import HEIF_SUFFIXES, PILLOW_SUFFIXES, RAW_SUFFIXES, open_file
 
 T = TypeVar("T")
-SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+SUFFIXES = PILLOW_SUFFIXES | HEIF_SUFFIXES | RAW_SUFFIXES  # HEIF and RAW: read with their extras
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _guarded(path: str | os.PathLike, max_pixels: int | None, use: Callable[[Ima
             raise ImageError("empty file (0 bytes)")
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_file(path) as im:
                 if limit and im.width * im.height > limit:
                     raise ImageError(
                         f"too large ({im.width}x{im.height} pixels, limit {limit:,})"

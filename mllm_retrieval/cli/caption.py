@@ -85,9 +85,10 @@ def caption(
         help="OCR: tiles to read besides the whole photo (2x2 found 72% of labelled words, not 66%, "
         "at 4.3x the time).")] = "none",
     metadata: Annotated[bool, typer.Option(
-        "--metadata", help="Also make the keywords, titles and descriptions already in each photo's "
-        "metadata searchable (XMP sidecars, embedded XMP/IPTC, EXIF; headers only; as `tags read`).",
-    )] = False,
+        "--metadata/--no-metadata", help="Also make the keywords, titles and descriptions already in each "
+        "photo's metadata searchable (XMP sidecars, embedded XMP/IPTC, EXIF; headers only, about 0.4 ms a "
+        "photo; as `tags read`).",
+    )] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     no_embed: NoEmbed = False,
     embedder: EmbedderOption = None,

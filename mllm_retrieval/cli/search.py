@@ -11,6 +11,7 @@ import typer
 
 from .. import config
 from ..search.cutoff import MIN_RELATIVE, MIN_SIMILARITY
+from ..search.modes import DEFAULT, Fusion
 from ..search.query_args import QueryCommand
 from .main import (
     DbOption,
@@ -39,8 +40,15 @@ def search(
     mode: Annotated[SearchMode, typer.Option(
         envvar="MLLMRET_SEARCH_MODE",
         help="keyword: BM25 only (fastest start); semantic: sentence-embedding similarity; hybrid: both, "
-        "fused (RRF).")
+        "fused, refined by feedback (measured best: eval/RESULTS.md).")
     ] = SearchMode.hybrid,
+    feedback: Annotated[bool | None, typer.Option(
+        "--feedback/--no-feedback", help="Refine the query from the first results (their words join the "
+        "keyword query, their meaning moves the semantic one) and rank again, printing the words it added "
+        "[default: on in hybrid mode, off in keyword and semantic].", show_default=False)] = None,
+    fusion: Annotated[Fusion, typer.Option(
+        help="hybrid: how the keyword and meaning rankings are fused, combmnz (scores) or rrf (ranks).")
+    ] = DEFAULT,
     embedder: EmbedderOption = None,
     min_similarity: Annotated[float, typer.Option(
         help="semantic/hybrid: leave out meaning-only results (no query word) less similar than this "
@@ -138,7 +146,8 @@ def search(
         run_ids = store.select_runs(run, model)
         cut = (None, None) if more_meaning else (min_similarity, min_relative)
         searcher = Searcher(store, run_ids, engine, mode=mode.value, embedder=embedder, min_similarity=cut[0],
-                            min_relative=cut[1], progress=True, max_backlog=SEARCH_BACKLOG)
+                            min_relative=cut[1], progress=True, max_backlog=SEARCH_BACKLOG,
+                            feedback=feedback, fuse_with=fusion.value)
         if like is not None:
             from ..composed.like import LikeOptions, search_like_ref
 
@@ -154,6 +163,8 @@ def search(
         typer.echo(f"no images match {text!r}", err=True)
     print_results(results, as_json, mode)
     print_hidden(searcher)
+    if searcher.suggested and not as_json:
+        typer.echo(f"Related words (added by feedback): {' '.join(searcher.suggested)}", err=True)
 
 
 def print_notice(searcher) -> None:
@@ -221,7 +232,7 @@ def format_composition(result) -> str:
 def format_result(r, via: bool = False, mode: str | None = None) -> str:
     """One result as a table row: rank, image id, score, path, matched words, [how it matched,] tile.
 
-    The score is BM25 in keyword mode, the similarity in semantic mode, the fused (RRF) score in hybrid;
+    The score is BM25 in keyword mode, the similarity in semantic mode, the fused score in hybrid;
     the tile is named by where it lies ("top left"; `--json` has its box); words found in text read in
     the photo are named after it."""
     where = r.tile_name or r.tile_key or "-"

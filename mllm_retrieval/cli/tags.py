@@ -16,8 +16,8 @@ from .main import (
     open_store,
 )
 
-tags_app = typer.Typer(help="Keywords where photo tools look (XMP sidecars): write ours, read a person's.",
-                       no_args_is_help=True)
+tags_app = typer.Typer(help="Keywords where photo tools look (XMP sidecars, or --embed in the photo): "
+                       "write ours, read a person's.", no_args_is_help=True)
 app.add_typer(tags_app, name="tags")
 
 
@@ -40,6 +40,9 @@ def tags_write(
         "--remove", help="Take our keywords (and description) out again.")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print what would change; write nothing.")] = False,
+    embed: Annotated[bool, typer.Option(
+        "--embed", help="Write into the JPEG/PNG/TIFF/WebP file itself instead of a sidecar (XMP, and IPTC "
+        "where it has IPTC; [xmp] extra). The image data is not touched.")] = False,
     run: RunOption = None,
     model: ModelFilter = None,
     db: DbOption = None,
@@ -47,17 +50,19 @@ def tags_write(
     """Write each captioned photo's tags into its XMP sidecar: dc:subject, lr:hierarchicalSubject mllmret|TAG.
 
     A person's keywords and description are kept; a later write replaces only ours. Photos changed since
-    captioning, read-only sidecars and sidecars that are not XMP are skipped with a reason."""
+    captioning, read-only sidecars and sidecars that are not XMP are skipped with a reason. With --embed the
+    keywords go into the photo file; the library then knows its new content hash as the same photo."""
     from ..metadata.sidecars import write_sidecars
 
     with open_store(db) as store:
         s = write_sidecars(store, paths or [], store.select_runs(run, model), naming=sidecar_name.value,
-                           max_tags=max_tags, caption=caption, remove=remove, dry_run=dry_run)
+                           max_tags=max_tags, caption=caption, remove=remove, dry_run=dry_run, embed=embed)
     done = {(False, False): "wrote", (False, True): "deleted", (True, False): "would write",
             (True, True): "would delete"}
     for w in s.written:
-        typer.echo(f"{done[dry_run, w.deleted]}\t{w.sidecar}\t{w.change.describe()}")
-    typer.echo(f"{len(s.written)} sidecars {'to change' if dry_run else 'changed'}, {s.unchanged} unchanged, "
+        typer.echo(f"{done[dry_run, w.deleted]}\t{w.target}\t{w.change.describe()}")
+    what = "photos" if embed else "sidecars"
+    typer.echo(f"{len(s.written)} {what} {'to change' if dry_run else 'changed'}, {s.unchanged} unchanged, "
                f"{len(s.skipped)} skipped", err=True)
     for item in s.skipped:
         typer.echo(f"  skipped {item.path}: {item.reason}", err=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MllmretError
-from ..search.expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT
-from ..search.fusion import RRF_K
+from ..search.expansion import FEEDBACK_DOCS, FEEDBACK_WEIGHT, PRF_DOCS, PRF_TERMS, PRF_WEIGHT, ROCCHIO_BETA
+from ..search.fusion import DEFAULT_FUSION, FUSIONS
 from .metrics import DEFAULT_RECALL_LEVELS
 from .runner import Condition, EvalReport
 
@@ -267,9 +267,12 @@ def _modes_line(report: EvalReport) -> list[str]:
         return []
     return ["- Ranking: rows without a mode are keyword (BM25); semantic = cosine between the sentence "
             "embeddings of the class name and of the image's text (embedding_text: tags, then captions); "
-            f"hybrid = reciprocal rank fusion of the two rankings, sum of 1/({RRF_K:g} + rank) (fusion.py), "
-            "as `mllmret search --mode hybrid` ranks. Semantic and hybrid rank every image with text, so "
-            "they have no no-match block."]
+            f"hybrid = the two rankings fused by {FUSIONS[DEFAULT_FUSION]} (fusion.py), then feedback: "
+            f"the first {FEEDBACK_DOCS} fused images add their top {PRF_TERMS} words to the BM25 query at "
+            f"weight {FEEDBACK_WEIGHT:g} and move the query embedding towards their mean "
+            f"(x{ROCCHIO_BETA:g}), and the two refined rankings are fused again (expansion.py), as "
+            "`mllmret search` ranks by default. Semantic and hybrid rank every image with text, so they "
+            "have no no-match block."]
 
 
 def _title(sources) -> str:

@@ -5,9 +5,9 @@ one query set (class names; or, for keyword ranking, class names + synonyms with
 relevance feedback with `prf`). Every image of the evaluation set gets a score for every query. keyword:
 BM25 over the condition's documents (the corpus is the documents that exist), -inf for an image with no
 matching word or no text at all, so those images form one tie block ranked last. semantic: the cosine
-between the query's and the document's sentence embeddings (-inf only without text). hybrid: RRF of the
-two rankings (`fusion.fused_scores`, over `fusion.fuse`), exactly as `mllmret search --mode hybrid`
-fuses them.
+between the query's and the document's sentence embeddings (-inf only without text). hybrid: the two
+rankings fused (`fusion.fused_scores`, over `fusion.fuse`) with search's feedback (`feedback_refiner`),
+exactly as `mllmret search` ranks by default.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from .datasets import EvalSet, class_queries
 from .scoring import (
     Variant,
     documents,
+    embedded,
+    feedback_refiner,
     hybrid_matrix,
     score_matrix,
-    semantic_matrix,
     text_documents,
     variants,
 )
@@ -109,6 +110,9 @@ class Condition:
         return np.mean(kept, axis=0) if kept else np.full(metrics.DEFAULT_RECALL_LEVELS.shape, np.nan)
 
 
+HYBRID_LABEL = f"{fusion.FUSIONS[fusion.DEFAULT_FUSION]} +feedback"  # how `mllmret search` ranks by default
+
+
 def evaluate_condition(evalset: EvalSet, src: SourceText, variant: Variant, expand: bool,
                        progress: bool = False, docs: tuple[list[str], list[list[str]]] | None = None,
                        *, mode: str = "keyword", prf: bool = False, embedder=None,
@@ -131,16 +135,18 @@ def evaluate_condition(evalset: EvalSet, src: SourceText, variant: Variant, expa
 
         embedder = get_embedder(embedder)
         label += (f" | semantic [{embedder.name}]" if mode == "semantic" else
-                  f" | hybrid RRF k={fusion.RRF_K:g} [{embedder.name}]")
+                  f" | hybrid {HYBRID_LABEL} [{embedder.name}]")
         if "semantic" not in cache:
             text_owners, texts = text_documents(src, variant)
-            sims = semantic_matrix(evalset.image_ids, text_owners, texts, queries, embedder, progress)
-            cache["semantic"] = (sims, len(texts), set(text_owners))
-        semantic, n_docs, covered = cache["semantic"]
+            sem = embedded(evalset.image_ids, text_owners, texts, queries, embedder, progress)
+            cache["semantic"] = (sem, len(texts), set(text_owners))
+        sem, n_docs, covered = cache["semantic"]
     if mode != "semantic" and (expand, prf) not in cache:
         cache[(expand, prf)] = score_matrix(evalset.image_ids, owners, docs, queries, progress, label, prf)
-    scores = {"keyword": lambda: cache[(expand, prf)], "semantic": lambda: semantic,
-              "hybrid": lambda: hybrid_matrix(cache[(expand, prf)], semantic)}[mode]()
+    scores = {"keyword": lambda: cache[(expand, prf)], "semantic": lambda: sem.matrix,
+              "hybrid": lambda: hybrid_matrix(
+                  cache[(expand, prf)], sem.matrix, fusion.DEFAULT_FUSION,
+                  feedback_refiner(evalset.image_ids, owners, docs, queries, sem))}[mode]()
     empty = [name for name, q in queries.items() if not tokenize(q)]
     notes = list(src.notes) + ([f"queries with no searchable word: {', '.join(empty)}"] if empty else [])
     return measure(evalset, queries, scores, Condition(

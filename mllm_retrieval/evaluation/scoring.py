@@ -1,4 +1,5 @@
-"""How a condition's text becomes scores: documents per variant, BM25 (+PRF), semantic and hybrid matrices.
+"""How a condition's text becomes scores: documents per variant, BM25 (+PRF), semantic and hybrid matrices
+(hybrid with search's feedback: `feedback_refiner`).
 
 Every function returns one row per query and one column per evaluation image; -inf marks an image a
 ranking does not hold (no matching word for BM25, no text at all for the semantic ranking).
@@ -15,7 +16,7 @@ import numpy as np
 
 from ..search import fusion
 from ..search.documents import FULL, Unit, embedding_text, keyword_document
-from ..search.expansion import PRF_DOCS, expanded_query, prf_terms
+from ..search.expansion import PRF_DOCS, Feedback, expanded_query, prf_terms, rocchio
 from ..search.index.sparse_engine import SparseEngine
 from ..search.text import tokenize
 from .sources import SourceText
@@ -114,20 +115,91 @@ def score_matrix(image_ids: tuple[str, ...], owners: list[str], docs: list[list[
     return out
 
 
+@dataclass
+class Embedded:
+    """A condition's semantic side: each text document's vector and owner, each query's vector, and the
+    cosine matrix (rows: queries, columns: evaluation images; max over an image's documents)."""
+
+    owner_index: np.ndarray
+    doc_vecs: np.ndarray
+    query_vecs: np.ndarray
+    matrix: np.ndarray
+
+
+def embedded(image_ids: tuple[str, ...], owners: list[str], texts: list[str], queries: dict[str, str],
+             embedder, progress: bool = False) -> Embedded:
+    """Embed a condition's documents and queries; cosine of every image to every query (-inf: no text)."""
+    out = np.full((len(queries), len(image_ids)), -np.inf)
+    owner_index = _owner_index(image_ids, owners)
+    if not texts or not queries:
+        return Embedded(owner_index, np.zeros((0, 0), dtype=np.float32), np.zeros((0, 0), dtype=np.float32),
+                        out)
+    doc_vecs = np.asarray(embedder.encode(texts, progress=progress), dtype=np.float32)
+    query_vecs = np.asarray(embedder.encode(list(queries.values()), query=True), dtype=np.float32)
+    sims = query_vecs @ doc_vecs.T
+    for row in range(len(queries)):
+        np.maximum.at(out[row], owner_index, sims[row])
+    return Embedded(owner_index, doc_vecs, query_vecs, out)
+
+
 def semantic_matrix(image_ids: tuple[str, ...], owners: list[str], texts: list[str], queries: dict[str, str],
                     embedder, progress: bool = False) -> np.ndarray:
     """Cosine of every image to every query (rows), max over an image's documents; -inf: no text."""
-    out = np.full((len(queries), len(image_ids)), -np.inf)
-    if not texts or not queries:
-        return out
-    doc_vecs = embedder.encode(texts, progress=progress)
-    sims = embedder.encode(list(queries.values()), query=True) @ doc_vecs.T
-    owner_index = _owner_index(image_ids, owners)
-    for row in range(len(queries)):
-        np.maximum.at(out[row], owner_index, sims[row])
-    return out
+    return embedded(image_ids, owners, texts, queries, embedder, progress).matrix
 
 
-def hybrid_matrix(keyword: np.ndarray, semantic: np.ndarray) -> np.ndarray:
-    """RRF of the two rankings of each query (rows), as hybrid search fuses them."""
-    return np.stack([fusion.fused_scores(k, s) for k, s in zip(keyword, semantic, strict=True)])
+Refine = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def hybrid_matrix(keyword: np.ndarray, semantic: np.ndarray, method: str | Callable = "rrf",
+                  refine: Refine | None = None, feedback: Feedback | None = None) -> np.ndarray:
+    """The two rankings of each query (rows) fused as hybrid search fuses them (`method`: fusion.FUSIONS,
+    or a function of two score vectors, for comparisons).
+
+    refine(row, first images), when given, returns the row's refined keyword and semantic scores from its
+    first fused images (`Feedback.first`), which are fused again (search's feedback, `feedback_refiner`)."""
+    fb = feedback or Feedback()
+    fuse = method if callable(method) else lambda a, b: fusion.fused_scores(a, b, method=method)
+    rows = []
+    for row, (kw, sem) in enumerate(zip(keyword, semantic, strict=True)):
+        fused = fuse(kw, sem)
+        if refine is not None:
+            first = np.flatnonzero(np.isfinite(fused))
+            first = first[np.lexsort((first, -fused[first]))][:fb.first(len(first))]
+            fused = fuse(*refine(row, first))
+        rows.append(fused)
+    return np.stack(rows) if rows else np.zeros(keyword.shape)
+
+
+def feedback_refiner(image_ids: tuple[str, ...], owners: list[str], docs: list[list[str]],
+                     queries: dict[str, str], sem: Embedded, fb: Feedback | None = None) -> Refine:
+    """Search's hybrid feedback over a condition: the first images' words expand the BM25 query and their
+    mean embedding moves the query vector (expansion.Feedback), as `Searcher` refines a hybrid search."""
+    from ..search.index.semantic_index import scan
+
+    fb = fb or Feedback()
+    engine = SparseEngine()
+    engine.add(docs)
+    kw_owner = _owner_index(image_ids, owners)
+    docs_of: dict[int, list[int]] = {}
+    for d, i in enumerate(kw_owner.tolist()):
+        docs_of.setdefault(i, []).append(d)
+    vecs_of: dict[int, list[int]] = {}
+    for v, i in enumerate(sem.owner_index.tolist()):
+        vecs_of.setdefault(i, []).append(v)
+    terms = [list(dict.fromkeys(tokenize(q))) for q in queries.values()]
+
+    def refine(row: int, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        kw = np.full(len(image_ids), -np.inf)
+        if terms[row] and docs:
+            extra = prf_terms([docs[d] for i in first.tolist() for d in docs_of.get(i, [])], terms[row],
+                              engine.idf, fb.terms)
+            np.maximum.at(kw, kw_owner, engine.score_all(*expanded_query(terms[row], extra, fb.weight)))
+        out = np.full(len(image_ids), -np.inf)
+        if len(sem.doc_vecs):
+            chosen = [v for i in first.tolist() for v in vecs_of.get(i, [])]
+            qvec = rocchio(sem.query_vecs[row], sem.doc_vecs[chosen], fb.beta)
+            np.maximum.at(out, sem.owner_index, scan(sem.doc_vecs, qvec))
+        return kw, out
+
+    return refine

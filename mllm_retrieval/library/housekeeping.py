@@ -84,7 +84,11 @@ def survey_derived(store: Store) -> DerivedReport:
         for path in sorted(folder.glob(f"{store.path.name}.*")):
             rest = path.name[len(store.path.name):]
             if _TMP.fullmatch(rest):  # a save in progress elsewhere is a few seconds old at most
-                if time.time() - path.stat().st_mtime > TMP_AGE:
+                try:
+                    age = time.time() - path.stat().st_mtime
+                except FileNotFoundError:  # that save has just finished (renamed its file) meanwhile
+                    continue
+                if age > TMP_AGE:
                     report.files.append(DerivedFile(path, "left by a save that did not finish"))
             elif _DERIVED.fullmatch(rest):
                 report.files.append(DerivedFile(path, _check(store, path, runs, store_index.FORMAT,

@@ -233,6 +233,14 @@ class Store(LibraryQueries):
         if old and old["image_id"] and old["image_id"] != image_id:
             self._retire_if_orphan(old["image_id"], "replaced")
 
+    def rewrote_file(self, image_id: int, path: str, sha256: str, nbytes: int, mtime: float) -> None:
+        """The file of an image was rewritten by us with its pixels unchanged (keywords embedded): it keeps
+        its id and text under its new content hash, so it is not taken for a changed photo."""
+        with self.atomic():
+            self.db.execute("UPDATE images SET sha256 = ?, bytes = ? WHERE id = ?",
+                            [sha256, nbytes, image_id])
+            self.record_file(path, image_id, nbytes, mtime)
+
     def forget_missing(self, root: str, seen: set[str]) -> list[str]:
         """Drop file records under `root` not seen in this walk; hide images left with no file.
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .. import config
+from ..capture.formats import HEIF_SUFFIXES, RAW_SUFFIXES, open_file
 from ..capture.images import TRANSPOSE, orientation, to_rgb
 from ..errors import ImageError
 
@@ -176,7 +177,9 @@ def _one_build(out: Path) -> Iterator[None]:
 
 
 def browser_type(path: str | os.PathLike) -> str | None:
-    """The Content-Type to serve a file as, or None when browsers cannot show its format."""
+    """The Content-Type to serve a file as, or None when browsers cannot show its format (HEIC, RAW)."""
+    if Path(path).suffix.lower() in HEIF_SUFFIXES | RAW_SUFFIXES:
+        return None
     try:
         with Image.open(path) as im:
             return BROWSER_TYPES.get(im.format or "")
@@ -203,7 +206,7 @@ def _open_small(path: str | os.PathLike, size: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with open_file(path) as im:
                 if Image.MAX_IMAGE_PIXELS and im.width * im.height > Image.MAX_IMAGE_PIXELS:
                     raise ImageError(f"too large ({im.width}x{im.height} pixels)")
                 im.draft("RGB", (size, size))

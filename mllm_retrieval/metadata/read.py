@@ -1,5 +1,6 @@
 """Text a person already gave a photo, made searchable: keywords, title and description from its XMP
-sidecar(s), its embedded XMP and IPTC, and EXIF (ImageDescription, Windows XP keywords/title/subject).
+sidecar(s), its embedded XMP and IPTC, and EXIF (ImageDescription, Windows XP keywords/title/subject);
+of a camera RAW file, its sidecars.
 
 It is stored as a run of its own kind ("metadata"), one unit per photo (the full image): keywords as tags,
 title and description as the caption, so search, `--like` and export read it like captions, and a
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, IptcImagePlugin
 
+from ..capture.formats import is_raw, open_file
 from ..capture.parsing import Parsed
 from ..capture.pipeline import Summary
 from ..capture.stage import Row, run_stage
@@ -26,7 +28,7 @@ from ..errors import ImageError
 from ..library.store import Store
 from ..search.documents import METADATA
 from .sidecars import NAMINGS, sidecar_path
-from .xmp import MAX_PACKET_BYTES, XmpError, clean, person_text
+from .xmp import MAX_PACKET_BYTES, XmpError, clean, our_subjects, person_text
 
 KIND = METADATA
 BACKEND = "metadata"
@@ -66,10 +68,15 @@ def read_photo_text(path: str | Path) -> PhotoText:
         sidecar = sidecar_path(path, naming)
         if sidecar.is_file() and sidecar.stat().st_size <= MAX_PACKET_BYTES:
             _add_xmp(found, f"sidecar {sidecar.name}", sidecar.read_bytes())
+    if is_raw(path):  # a RAW file's metadata is its sidecar's (its embedded preview holds none of a person's)
+        return _merged(found)
     try:
-        with Image.open(path) as im:
-            _add_xmp(found, "embedded XMP", _embedded_xmp(im))
-            found.append(("IPTC", *_iptc(im)))
+        with open_file(path) as im:
+            xmp = _embedded_xmp(im)
+            _add_xmp(found, "embedded XMP", xmp)
+            ours = {t.casefold() for t in our_subjects(xmp)}  # what `tags write --embed` put in IPTC too
+            words, title, description = _iptc(im)
+            found.append(("IPTC", [w for w in words if w.casefold() not in ours], title, description))
             found.append(("EXIF", *_exif(im)))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageError(f"cannot read its metadata ({e})") from None

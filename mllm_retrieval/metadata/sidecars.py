@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -11,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..capture.formats import is_raw
 from ..capture.images import Skipped, sha256_file
 from ..errors import ImageError
 from ..library.store import Store
@@ -22,10 +24,10 @@ NAMINGS = ("digikam", "lightroom")  # IMG.jpg.xmp (digiKam, darktable, exiftool)
 
 @dataclass(frozen=True)
 class Written:
-    """One sidecar that was (or, in a dry run, would be) written or removed."""
+    """One sidecar (or, with --embed, photo) that was (or, in a dry run, would be) written or removed."""
 
     image: str
-    sidecar: str
+    target: str
     change: Change
     deleted: bool = False
 
@@ -67,11 +69,16 @@ def _under(path: str, root: str) -> bool:
 def write_sidecars(
     store: Store, paths: Iterable[str | os.PathLike] = (), run_ids: list[int] | None = None, *,
     naming: str = "digikam", max_tags: int = 25, caption: bool = False, remove: bool = False,
-    dry_run: bool = False,
+    dry_run: bool = False, embed: bool = False,
 ) -> SidecarSummary:
     """Merge each captioned photo's keywords (and with `caption`, its full-image caption) into its
-    sidecar; with `remove`, take ours out. A photo changed since captioning, a sidecar that is not
-    XMP or is read-only, and a folder we cannot write in are skipped with a reason."""
+    sidecar, or with `embed` into the photo file itself; with `remove`, take ours out. A photo changed
+    since captioning, a sidecar that is not XMP or is read-only, and a folder we cannot write in are
+    skipped with a reason."""
+    if embed:
+        from .embedded import require_exiv2
+
+        require_exiv2()  # before any work: one line naming the extra
     paths = list(paths)
     summary = SidecarSummary()
     files = captioned_files(store, paths, run_ids)
@@ -83,9 +90,10 @@ def write_sidecars(
     for t in store.tile_texts(run_ids, {image_id for image_id, _ in files.values()}):
         texts[t.image_id].append(t)
     claimed: dict[Path, str] = {}
-    for path, (image_id, sha) in files.items():
-        sidecar = sidecar_path(Path(path), naming)
-        if sidecar in claimed:
+    copies = store.file_paths() if embed else {}
+    for path, (image_id, sha) in sorted(files.items(), key=lambda item: not is_raw(item[0])):
+        sidecar = sidecar_path(Path(path), naming)  # a RAW first: Lightroom's IMG.xmp is the RAW's
+        if sidecar in claimed and not embed:
             reason = f"{sidecar.name} is already the sidecar of {claimed[sidecar]}"
             summary.skipped.append(Skipped(path, reason))
             continue
@@ -94,13 +102,18 @@ def write_sidecars(
         tags = keywords((t.tags for t in tiles), max_tags)
         text = next((t.caption for t in reversed(tiles) if t.tile_key == "full" and t.caption), None)
         try:
-            _check_unchanged(path, sha)
-            written = _write_one(path, sidecar, tags, text if caption else None, remove, dry_run)
+            if embed:
+                others = [p for p in copies.get(image_id, []) if p != path]
+                written = _embed_one(store, image_id, path, sha, others, tags, text if caption else None,
+                                     remove, dry_run)
+            else:
+                _check_unchanged(path, sha)
+                written = _write_one(path, sidecar, tags, text if caption else None, remove, dry_run)
         except ImageError as e:
             summary.skipped.append(Skipped(path, str(e)))
             continue
         except XmpError as e:
-            summary.skipped.append(Skipped(path, f"{sidecar.name}: {e}"))
+            summary.skipped.append(Skipped(path, f"{'its embedded XMP' if embed else sidecar.name}: {e}"))
             continue
         if written is None:
             summary.unchanged += 1
@@ -109,11 +122,11 @@ def write_sidecars(
     return summary
 
 
-def _check_unchanged(path: str, sha: str | None) -> None:
-    """ImageError unless the file's content is still what was captioned."""
-    if not os.path.isfile(path):
+def _check_unchanged(path: str, sha: str | None, data: bytes | None = None) -> None:
+    """ImageError unless the file's content (or `data`, read from it) is still what was captioned."""
+    if data is None and not os.path.isfile(path):
         raise ImageError("no longer there (moved or deleted since captioning)")
-    if sha is None or sha256_file(path) != sha:
+    if sha is None or (hashlib.sha256(data).hexdigest() if data is not None else sha256_file(path)) != sha:
         raise ImageError("changed since it was captioned (sha256 differs): caption it again first")
 
 
@@ -142,6 +155,45 @@ def _write_one(image: str, sidecar: Path, tags: list[str], caption: str | None, 
     except OSError as e:
         raise XmpError(f"cannot write in {sidecar.parent} ({e.strerror or e})") from None
     log.info("wrote %s: %s", sidecar, change.describe())
+    return written
+
+
+def _embed_one(store: Store, image_id: int, image: str, sha: str | None, others: list[str], tags: list[str],
+               caption: str | None, remove: bool, dry_run: bool) -> Written | None:
+    """Merge into the photo file itself; the library then knows its new bytes as the same image."""
+    from .embedded import embed, embeddable
+
+    embeddable(image)
+    if others:
+        raise ImageError(f"the same photo is also at {others[0]}: embedding in one copy would make them "
+                         "differ (its sidecar is written without --embed)")
+    try:
+        st = os.lstat(image)
+        if stat.S_ISLNK(st.st_mode) or not st.st_mode & stat.S_IWUSR:
+            raise ImageError("read-only or a symbolic link: left as it is")
+        with open(image, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageError("no longer there (moved or deleted since captioning)") from None
+    except OSError as e:
+        raise ImageError(f"unreadable ({e.strerror or e})") from None
+    _check_unchanged(image, sha, data)  # the bytes we merge into are the bytes that were captioned
+    new, change = embed(data, tags, caption, remove)
+    if new is None:
+        return None
+    written = Written(image, image, change)
+    if dry_run:
+        return written
+    now = os.lstat(image)
+    if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+        raise ImageError("changed while we were writing to it: left as it is")
+    try:
+        _replace(Path(image), new)
+    except OSError as e:
+        raise ImageError(f"cannot write in {Path(image).parent} ({e.strerror or e})") from None
+    st = os.stat(image)
+    store.rewrote_file(image_id, image, sha256_file(image), st.st_size, st.st_mtime)
+    log.info("embedded in %s: %s", image, change.describe())
     return written
 
 

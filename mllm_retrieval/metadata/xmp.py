@@ -107,6 +107,9 @@ def parse(data: bytes) -> ET.Element:
         raise XmpError(f"not an XMP packet (its root is {root.tag})")
     if _rdf(root) is None:
         raise XmpError("an XMP packet without rdf:RDF")
+    for host in _rdf(root).iter(_q("rdf", "Description")):  # exiv2 (digiKam, --embed) writes our simple
+        for key in [k for k in host.attrib if k.startswith(f"{{{NS['mllmret']}}}")]:  # record as attributes
+            ET.SubElement(host, key).text = host.attrib.pop(key)
     for prefix, uri in prefixes:  # keep the file's own prefixes (ET would write ns0, ns1, ...)
         ours = prefix in NS or uri in NS.values()
         if prefix and not ours and not re.fullmatch(r"ns\d+|xml.*", prefix):
@@ -186,10 +189,11 @@ def _ours(root: ET.Element, name: str) -> tuple[ET.Element, ET.Element] | None:
 
 
 def merge(data: bytes | None, tags: list[str], caption: str | None = None, remove: bool = False,
-          ) -> tuple[bytes | None, Change]:
+          elsewhere: Iterable[str] = ()) -> tuple[bytes | None, Change]:
     """A sidecar's new bytes with our keywords `tags` (and `caption` as dc:description when no
     person's description is there), or with ours taken out (`remove`). A person's keywords and
-    descriptions stay. None for the bytes: no property is left (the file may go)."""
+    descriptions stay; so do `elsewhere`, a person's keywords kept elsewhere (IPTC): never recorded
+    as ours. None for the bytes: no property is left (the file may go)."""
     root = parse(data) if data is not None else new_packet()
     tags = [] if remove else list(dict.fromkeys(t for t in map(normalise, tags) if t))
     caption = None if remove or not caption else clean(caption) or None
@@ -202,7 +206,7 @@ def merge(data: bytes | None, tags: list[str], caption: str | None = None, remov
         theirs = {h.rsplit("|", 1)[-1].casefold() for h in hier if not h.startswith(PARENT + "|")}
         ours = {t.casefold() for t in before} - theirs
     kept = [s for s in _items(root, "dc", "subject") if s.casefold() not in ours]
-    kept_folded = {s.casefold() for s in kept}
+    kept_folded = {s.casefold() for s in (*kept, *elsewhere)}
     added = [t for t in tags if t.casefold() not in kept_folded]
     _set_bag(root, "dc", "subject", lambda s: s.casefold() not in ours, added)
     _set_bag(root, "lr", "hierarchicalSubject", lambda h: not h.startswith(PARENT + "|"),
@@ -258,6 +262,20 @@ def _has_properties(root: ET.Element) -> bool:
         if len(d) or any(k != _q("rdf", "about") for k in d.attrib):
             return True
     return len(_rdf(root)) > len(_rdf(root).findall(_q("rdf", "Description")))
+
+
+def canonical(data: bytes | None) -> bytes | None:
+    """A packet as `merge` writes it when it changes nothing (to tell a real change from re-serialising)."""
+    return None if data is None else serialize(parse(data))
+
+
+def our_subjects(data: bytes | None) -> list[str]:
+    """The keywords our private record says we added to a packet's dc:subject (none for a bad packet)."""
+    try:
+        record = _ours(parse(data), "subjects") if data else None
+    except XmpError:
+        return []
+    return _items_of(record[1]) if record is not None else []
 
 
 def person_text(data: bytes) -> tuple[list[str], str, str]:

@@ -1,10 +1,18 @@
-"""Hybrid ranking: reciprocal rank fusion (RRF) of the keyword (BM25) and the semantic (cosine) ranking.
+"""Hybrid ranking: the keyword (BM25) and the semantic (cosine) ranking fused into one.
 
-An image's fused score is sum over rankings of weight / (RRF_K + rank), rank 1 being the best; an image a
-ranking does not hold adds nothing to it. Tied scores share the best rank of their block, so the fused
-order never depends on input order. RRF needs no score calibration (BM25 is unbounded and query
-dependent, cosine is not), which is why it was chosen over score blending; the constants were chosen on
-../shared/data (see eval/README.md, "Hybrid ranking") and are to be checked on unseen data.
+Two methods (FUSIONS):
+- rrf: reciprocal rank fusion, sum over rankings of weight / (RRF_K + rank), rank 1 being the best; an
+  image a ranking does not hold adds nothing. Tied scores share the best rank of their block, so the fused
+  order never depends on input order.
+- combmnz: CombMNZ over min-max normalised scores: each ranking's scores are scaled to [0, 1] over the
+  images it holds (1 when they are all equal; 0 for an image it does not hold), summed, and multiplied by
+  the number of rankings that hold the image. An image both rankings hold thus scores at least twice its
+  semantic part, so the only keyword match of a query is never pushed below meaning-only results by a
+  weak similarity alone.
+Hybrid search (DEFAULT_FUSION, with feedback: expansion.Feedback) fuses by combmnz, which measured best on
+the dev sets with feedback (z-scores instead of min-max: within 0.001, but an only keyword match gets
+z = 0 and can sink); without feedback no fusion beats RRF by more than 0.003 (bench/fusion_compare.py,
+eval/RESULTS.md). Composed (`--like`) search keeps rrf, as composed evaluation measured.
 
 Filters (+word, -word, "phrase") are not fusion's business: each ranking only ever holds images that pass
 them (see search.Searcher), so every mode keeps keyword semantics exactly.
@@ -17,10 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .modes import MODES  # noqa: F401  (where the searcher and evaluation look them up)
+from .modes import DEFAULT_FUSION, MODES  # noqa: F401  (where the searcher and evaluation look them up)
 
 RRF_K = 60
 WEIGHTS = (1.0, 1.0)  # keyword, semantic
+FUSIONS = {"rrf": f"RRF k={RRF_K}", "combmnz": "CombMNZ min-max"}  # name: how a table labels it
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ def competition_ranks(scores: np.ndarray) -> np.ndarray:
 
 
 def fused_scores(keyword: np.ndarray, semantic: np.ndarray, k: float = RRF_K,
-                 weights: Sequence[float] = WEIGHTS) -> np.ndarray:
+                 weights: Sequence[float] = WEIGHTS, method: str = "rrf") -> np.ndarray:
     """`fuse` over two dense score vectors (-inf: not in that ranking) as a dense vector (-inf: in neither).
 
     Evaluation ranks every image of a set with it, through the very function `mllmret search` fuses with."""
@@ -59,23 +68,29 @@ def fused_scores(keyword: np.ndarray, semantic: np.ndarray, k: float = RRF_K,
     positions = np.arange(len(keyword), dtype=np.int64)
     kw, sem = np.isfinite(keyword), np.isfinite(semantic)
     out = np.full(len(keyword), -np.inf)
-    for f in fuse((positions[kw], keyword[kw]), (positions[sem], semantic[sem]), k=k, weights=weights):
+    for f in fuse((positions[kw], keyword[kw]), (positions[sem], semantic[sem]), k=k, weights=weights,
+                  method=method):
         out[f.image_id] = f.score
     return out
 
 
 def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray],
          limit: int | None = None, k: float = RRF_K, weights: Sequence[float] = WEIGHTS,
-         min_meaning: float = -np.inf) -> list[Fused]:
-    """RRF of two whole rankings, each given as (image ids, scores) in any order; best first, ties by id.
+         min_meaning: float = -np.inf, method: str = "rrf") -> list[Fused]:
+    """Two whole rankings fused (`method`: rrf or combmnz), each given as (image ids, scores) in any order;
+    best first, ties by id. `k` and `weights` are RRF's.
 
     Each ranking holds every image that passes the query's filters (not a top-n), so the fused order is
     exactly the one evaluation gets from `fused_scores`. Only the images that can reach the top `limit` are
     scored: every keyword match, and the best `limit` of the images only the semantic ranking holds
     (their fused score falls with their semantic rank). Images only the semantic ranking holds are left out
     below similarity `min_meaning`; every rank is still counted in the whole ranking."""
+    if method not in FUSIONS:
+        raise ValueError(f"unknown fusion {method!r}: use one of {', '.join(FUSIONS)}")
     kw_ids, kw_s = np.asarray(keyword[0], dtype=np.int64), np.asarray(keyword[1], dtype=np.float64)
     sem_ids, sem_s = np.asarray(semantic[0], dtype=np.int64), np.asarray(semantic[1])
+    if method == "combmnz":
+        return _combmnz(kw_ids, kw_s, sem_ids, sem_s, limit, min_meaning)
     w_kw, w_sem = weights
     neg_sorted = np.sort(-sem_s)
 
@@ -98,12 +113,43 @@ def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.
     scores = np.concatenate([kw_score, w_sem / (k + sem_rank(sem_s[cand]))])
     sims = np.concatenate([np.where(found, sem_s[np.maximum(pos, 0)] if len(sem_s) else 0.0, np.nan),
                            sem_s[cand]])
+    return _results(ids, scores, kw_s, sims, limit)
+
+
+def _combmnz(kw_ids: np.ndarray, kw_s: np.ndarray, sem_ids: np.ndarray, sem_s: np.ndarray,
+             limit: int | None, min_meaning: float) -> list[Fused]:
+    """CombMNZ over min-max scores (see the module's docstring); meaning-only images below min_meaning out."""
+    n_kw, n_sem = _minmax(kw_s), _minmax(np.asarray(sem_s, dtype=np.float64))
+    pos = _positions(sem_ids, kw_ids)
+    found = pos >= 0
+    kw_score = (n_kw + np.where(found, n_sem[np.maximum(pos, 0)] if len(n_sem) else 0.0, 0.0)) * (1 + found)
+    others = np.ones(len(sem_ids), dtype=bool)
+    others[pos[found]] = False
+    others &= sem_s >= min_meaning
+    cand = np.flatnonzero(others)
+    ids = np.concatenate([kw_ids, sem_ids[cand]])
+    scores = np.concatenate([kw_score, n_sem[cand]])
+    sims = np.concatenate([np.where(found, sem_s[np.maximum(pos, 0)] if len(sem_s) else 0.0, np.nan),
+                           sem_s[cand]])
+    return _results(ids, scores, kw_s, sims, limit)
+
+
+def _results(ids: np.ndarray, scores: np.ndarray, kw_s: np.ndarray, sims: np.ndarray,
+             limit: int | None) -> list[Fused]:
+    """The best `limit` of the fused candidates (keyword matches first in `ids`, then meaning-only ones)."""
     out = []
     for t in _best(scores, ids, limit):
-        bm25 = float(kw_s[t]) if t < len(kw_ids) else None
+        bm25 = float(kw_s[t]) if t < len(kw_s) else None
         sim = None if np.isnan(sims[t]) else float(sims[t])
         out.append(Fused(int(ids[t]), float(scores[t]), bm25, sim))
     return out
+
+
+def _minmax(s: np.ndarray) -> np.ndarray:
+    """One ranking's scores scaled to [0, 1] (all 1 when they are equal)."""
+    if not len(s) or s.max() == s.min():
+        return np.ones(len(s))
+    return (s - s.min()) / (s.max() - s.min())
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

@@ -1,9 +1,11 @@
 """Search: BM25 over each image's text, semantic similarity, or both fused; with matched words and best tile.
 
 Modes (`fusion.MODES`): keyword ranks by BM25; semantic by the cosine between the query's and each image's
-sentence embedding (index.semantic_index); hybrid fuses the two rankings with RRF (fusion.py). In every
-mode +word, -word and "phrase" filter exactly as in keyword search: both rankings only hold images that
-pass them, and every result is checked again against its stored text.
+sentence embedding (index.semantic_index); hybrid fuses the two rankings (fusion.py). Feedback
+(expansion.Feedback, on by default in hybrid mode) takes the first results as relevant, refines both
+queries from them and ranks again; the words it added are `suggested`. In every mode +word, -word and
+"phrase" filter exactly as in keyword search: both rankings only hold images that pass them, and every
+result is checked again against its stored text.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..errors import MllmretError
 from ..library.store import Store
 from . import fusion
 from .documents import TileTokens, tile_documents
+from .expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT, Feedback, prf_terms, rocchio
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex
 from .query import Query, contains_phrase, parse_query
@@ -78,15 +81,25 @@ class Searcher:
     DEFAULT_MODE, which measured better on every evaluation set (eval/RESULTS.md).
 
     `max_backlog`: when more images than this still lack an embedding, a search by meaning is answered by
-    keyword instead of embedding them first, and `notice` says so (None, the default: always embed first)."""
+    keyword instead of embedding them first, and `notice` says so (None, the default: always embed first).
+
+    `feedback`: None (default) refines hybrid searches only, as measured best (expansion.Feedback); True
+    refines in every mode (keyword: BM25 pseudo-relevance feedback, semantic: the query vector moved towards
+    the first results); False never. `fuse_with` is how hybrid fuses (fusion.FUSIONS). Searches with a
+    given `query_vector` (composed `--like`) keep RRF without feedback, as composed evaluation measured."""
 
     def __init__(self, store: Store, run_ids: list[int] | None = None, engine: str = DEFAULT_ENGINE,
                  persist: bool = True, mode: str = "keyword", embedder=None,
                  min_similarity: float | None = None, progress: bool = False,
-                 max_backlog: int | None = None, min_relative: float | None = None) -> None:
+                 max_backlog: int | None = None, min_relative: float | None = None,
+                 feedback: bool | None = None, fuse_with: str = fusion.DEFAULT_FUSION) -> None:
         self.store = store
         self.run_ids = run_ids
         self.mode = check_mode(mode)
+        if fuse_with not in fusion.FUSIONS:
+            raise MllmretError(f"unknown fusion {fuse_with!r}: use one of {', '.join(fusion.FUSIONS)}")
+        self.feedback, self.fuse_with = feedback, fuse_with
+        self.suggested: tuple[str, ...] = ()  # words the last search's feedback added to the query
         self.index = StoreIndex(store, run_ids, engine, persist=persist)
         self.persist, self.progress, self.min_similarity = persist, progress, min_similarity
         self.max_backlog, self.min_relative = max_backlog, min_relative
@@ -115,7 +128,7 @@ class Searcher:
         is the semantic query (the embedder's unit vectors) instead of embedding the query's text."""
         q = parse_query(query) if isinstance(query, str) else query
         mode = check_mode(mode or self.mode)
-        self.notice, self.hidden = None, 0
+        self.notice, self.hidden, self.suggested = None, 0, ()
         if mode != "keyword" and self._semantic is None:
             from .embedding import meaning_unavailable
 
@@ -136,6 +149,10 @@ class Searcher:
         if mode != "keyword":
             return self._fused(q, k, mode, term_weights, skip, query_vector)
         must = _must(q)
+        if self.feedback:  # BM25 pseudo-relevance feedback: eval's `--prf` condition
+            hits = self.index.search(terms, PRF_DOCS + len(skip), must, q.exclude, term_weights)
+            first = [i for i, _ in hits if i not in skip][:PRF_DOCS]
+            terms, term_weights = self._expanded(terms, term_weights, first, PRF_TERMS, PRF_WEIGHT)
         want = (k if not (q.phrases or q.excluded_phrases) else k * 4) + len(skip)
         while True:
             hits = self.index.search(terms, want, must, q.exclude, term_weights)
@@ -144,49 +161,90 @@ class Searcher:
             if len(kept) >= k or len(hits) < want:
                 break
             want *= 4
+        weights = _weights(terms, term_weights)
         return [self._result(rank, fusion.Fused(image_id, score, score, None), tiles.get(image_id, []), q,
                              weights)
                 for rank, (image_id, score) in enumerate(kept[:k], 1)]
 
     def _fused(self, q: Query, k: int, mode: str, term_weights: list[float] | None = None,
                skip: frozenset[int] = frozenset(), query_vector: np.ndarray | None = None) -> list[Result]:
-        """Semantic or hybrid: the whole filtered rankings are fused (RRF), as evaluation fuses them.
+        """Semantic or hybrid: the whole filtered rankings are fused, as evaluation fuses them.
 
         +words and -words filter inside both rankings (BM25 postings; the image ids holding them for the
         semantic one). Phrases need each image's tokens, so they are checked on the fused order, best
         first, until k results pass; ranks are those among images holding all the phrase's words.
-        Images in `skip` are left out of both rankings before they are fused."""
+        Images in `skip` are left out of both rankings before they are fused. With feedback, the first
+        fused results refine both queries (`_expanded`, `_moved`) and the refined rankings are fused
+        again; an image that only feedback's words match counts as meaning-only for the cut-off."""
         must = _must(q)
         include = self.index.images_with(must) if must else None
         exclude = self.index.images_with(q.exclude, every=False) if q.exclude else None
         if skip:
             ids = np.fromiter(skip, dtype=np.int64, count=len(skip))
             exclude = ids if exclude is None else np.union1d(exclude, ids)
-        qvec = self._query_vector(q, query_vector)
-        meaning = self.semantic.scores(qvec, include, exclude)
-        if mode == "hybrid" and q.ranking_terms:
-            keyword = self.index.scores(q.ranking_terms, must, q.exclude, term_weights)
-            if skip:
-                keep = ~np.isin(keyword[0], ids)
-                keyword = (keyword[0][keep], keyword[1][keep])
-        else:
+        terms = q.ranking_terms if mode == "hybrid" else ()
+
+        def rank(terms: Sequence[str], weights: list[float] | None, qvec: np.ndarray):
+            meaning = self.semantic.scores(qvec, include, exclude)
             keyword = (np.zeros(0, dtype=np.int64), np.zeros(0))
+            if terms:
+                keyword = self.index.scores(terms, must, q.exclude, weights)
+                if skip:
+                    keep = ~np.isin(keyword[0], ids)
+                    keyword = (keyword[0][keep], keyword[1][keep])
+            return keyword, meaning
+
+        qvec = self._query_vector(q, query_vector)
+        keyword, meaning = rank(terms, term_weights, qvec)
+        method = "rrf" if query_vector is not None else self.fuse_with
+        if query_vector is None and (self.feedback or self.feedback is None and mode == "hybrid"):
+            fb = Feedback()
+            n = fb.first(len(np.union1d(keyword[0], meaning[0])))
+            first = [f.image_id for f in fusion.fuse(keyword, meaning, limit=n, method=method)] if n else []
+            if first and terms:
+                terms, term_weights = self._expanded(terms, term_weights, first, fb.terms, fb.weight)
+            if first:
+                keyword, meaning = rank(terms, term_weights, self._moved(qvec, first, fb.beta))
         cut = self._cut(meaning[1])
+        low = np.zeros(0, dtype=np.int64)
         if cut > -1.0:
-            low = meaning[0][meaning[1] < cut]
-            self.hidden = int(len(low) - np.isin(low, keyword[0]).sum())
+            # meaning-only: no query word (feedback's words do not count); below the cut they are left out
+            words = keyword[0] if not self.suggested else self.index.images_with(q.ranking_terms, every=False)
+            low = np.setdiff1d(meaning[0][meaning[1] < cut], words)
+            self.hidden = len(low)
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
         while True:
-            fused = fusion.fuse(keyword, meaning, limit=want, min_meaning=cut)
+            ranked = fusion.fuse(keyword, meaning, limit=want, min_meaning=cut, method=method)
+            fused = [f for f in ranked if not (f.bm25 is not None and low.size and _holds(low, f.image_id))]
             tiles = self._tiles([f.image_id for f in fused])
             # every result is checked against its stored text (phrases; the indexes sync one by one)
             kept = [f for f in fused if _passes(tiles.get(f.image_id, []), q)]
-            if len(kept) >= k or len(fused) < want:
+            if len(kept) >= k or len(ranked) < want:
                 break
             want *= 4
-        weights = None if term_weights is None else dict(zip(q.ranking_terms, term_weights, strict=True))
+        weights = _weights(terms or q.ranking_terms, term_weights)  # semantic mode ranks by no term
         return [self._result(rank, f, tiles.get(f.image_id, []), q, weights)
                 for rank, f in enumerate(kept[:k], 1)]
+
+    def _expanded(self, terms: Sequence[str], weights: list[float] | None, first: list[int], n_terms: int,
+                  weight: float) -> tuple[list[str], list[float]]:
+        """The query's terms and weights with the words that best characterise the `first` images added
+        (expansion.prf_terms over their keyword documents); `suggested` gets those words as written."""
+        texts = list(self.store.tile_texts(self.run_ids, first))
+        docs = {i: [t for tile in tiles for t in tile.tokens] for i, tiles in tile_documents(texts).items()}
+        extra = prf_terms([docs[i] for i in first if docs.get(i)], terms, self.index.idf, n_terms)
+        shown: dict[str, str] = {}
+        for t in texts:
+            for token, word in surface_words(" , ".join(t.tags) + " " + t.caption).items():
+                shown.setdefault(token, word)
+        self.suggested = tuple(shown.get(t, t) for t in extra)
+        base = list(weights) if weights is not None else [1.0] * len(terms)
+        return [*terms, *extra], base + [weight] * len(extra)
+
+    def _moved(self, qvec: np.ndarray, first: list[int], beta: float) -> np.ndarray:
+        """The semantic query moved towards the `first` images' embeddings (expansion.rocchio)."""
+        sem = self.semantic
+        return rocchio(qvec, sem.vectors[sem.rows_of(np.asarray(first, dtype=np.int64))], beta)
 
     def _cut(self, sims: np.ndarray) -> float:
         """The similarity a meaning-only result needs: max(min_similarity, min_relative x best); -1: none."""
@@ -235,6 +293,17 @@ def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = No
            engine: str = DEFAULT_ENGINE, mode: str = "keyword", embedder=None) -> list[Result]:
     """One-shot search."""
     return Searcher(store, run_ids, engine, mode=mode, embedder=embedder).search(query, k)
+
+
+def _holds(sorted_ids: np.ndarray, image_id: int) -> bool:
+    """Whether a sorted id array holds the id."""
+    at = int(np.searchsorted(sorted_ids, image_id))
+    return at < len(sorted_ids) and int(sorted_ids[at]) == image_id
+
+
+def _weights(terms: Sequence[str], weights: list[float] | None) -> dict[str, float] | None:
+    """Per-term weights as a mapping (None: all 1)."""
+    return None if weights is None else dict(zip(terms, weights, strict=True))
 
 
 def _tile_name(tile: TileTokens | None, image: Mapping) -> str | None:

@@ -74,7 +74,8 @@ def search_page(lib: Library, q: str, k: int, offset: int, mode: str, like: int 
         return {**page, "empty": "no_words", "message": why_empty(q)}
     searcher = _searcher(lib, store, mode, more_meaning)
     results = searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
-    return _fill({**page, "notice": searcher.notice, "hidden": searcher.hidden}, store, results)
+    return _fill({**page, "notice": searcher.notice, "hidden": searcher.hidden,
+                  "suggested": list(searcher.suggested)}, store, results)
 
 
 def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int) -> dict[str, Any]:

@@ -67,4 +67,5 @@ class SearchPage(BaseModel):
     like: LikeInfo | None = None  # a composed search's reference and words
     notice: str | None = None  # set when a search by meaning was answered by keyword (embeddings missing)
     hidden: int = 0  # meaning-only results below the cut-off, left out (more_meaning=true shows them)
+    suggested: list[str] = []  # words hybrid feedback drew from the first results (to refine by)
     more_meaning: bool = False  # the request asked for them too

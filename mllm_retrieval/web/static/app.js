@@ -147,7 +147,7 @@ function formatScore(r, mode) {
 }
 
 function scoreTitle(r, mode) {
-  return [mode === "keyword" ? "BM25 score" : "fused rank score (RRF)",
+  return [mode === "keyword" ? "BM25 score" : "fused score",
     mode !== "keyword" && r.bm25 !== null && r.bm25 !== undefined ? `BM25 ${Number(r.bm25).toFixed(2)}` : null,
     r.similarity !== null && r.similarity !== undefined ? `similarity ${Number(r.similarity).toFixed(2)}` : null,
   ].filter(Boolean).join(" · ");
@@ -169,6 +169,7 @@ async function runSearch(query, mode = null, like = null, but = null) {
   $("more").hidden = true;
   $("more-meaning").hidden = true;
   $("empty").hidden = true;
+  $("related").hidden = true;
   likeStrip();
   if (like === null && !query.trim()) return showHome();
   await loadPage();
@@ -194,6 +195,7 @@ async function loadPage() {
       setStatus("");
       return showEmpty(`${data.message.split(":")[0]}.`, data.hint);
     }
+    if (!state.offset) related(data.suggested || []);
     state.results.push(...data.results);
     state.offset += data.results.length;
     state.hasMore = data.has_more;
@@ -281,6 +283,14 @@ function chips(tags, { onChange = null } = {}) {
       el("button", { type: "button", class: "exclude", title: `Exclude “${tag}” (-${tag})`,
         "aria-label": `Exclude ${tag}`, onclick: change(true) }, "−"));
   }));
+}
+
+// words feedback drew from the first results: one click adds one to the query (iterative refinement)
+function related(words) {
+  const box = $("related");
+  box.replaceChildren(...(words.length && state.like === null
+    ? [el("span", { class: "label", text: "Related:" }), chips(words)] : []));
+  box.hidden = !words.length || state.like !== null || !$("view").hidden;
 }
 
 function howMatched(r) {
@@ -432,7 +442,7 @@ function showEmpty(message, command) {
 // ---- one image --------------------------------------------------------------------------------
 async function showImage(id) {
   if ($("view").hidden) state.scrollY = window.scrollY;
-  for (const part of ["results", "empty", "status", "like"]) $(part).hidden = true;
+  for (const part of ["results", "empty", "status", "like", "related"]) $(part).hidden = true;
   $("more").hidden = true;
   const view = $("view");
   view.hidden = false;
@@ -508,6 +518,7 @@ function hideImage() {
   $("view").replaceChildren();
   for (const part of ["results", "status"]) $(part).hidden = false;
   $("empty").hidden = !$("empty").childElementCount;
+  $("related").hidden = !$("related").childElementCount;
   $("like").hidden = state.like === null;
   $("more").hidden = !state.hasMore;
   window.scrollTo(0, state.scrollY);
