@@ -32,7 +32,7 @@ from real_shapes import SHAPES, build_idefics3, count_params  # noqa: E402
 
 from mllm_retrieval.capture.captioners import get_captioner  # noqa: E402
 from mllm_retrieval.capture.images import open_image  # noqa: E402
-from mllm_retrieval.capture.pipeline import caption_paths  # noqa: E402
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths  # noqa: E402
 from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
 from mllm_retrieval.capture.tiling import grid_boxes  # noqa: E402
 from mllm_retrieval.library.store import Store  # noqa: E402
@@ -204,8 +204,8 @@ def main() -> None:
         for bs in [int(b) for b in args.batch_sizes.split(",")]:
             with Store(memory=True) as store:
                 t = time.perf_counter()
-                s = caption_paths(store, [tmp], captioner, prompt, grid=args.grid, batch_size=bs,
-                                  progress=False)
+                s = caption_paths(store, [tmp], captioner, prompt,
+                                  CaptionSettings(grid=args.grid, batch_size=bs), progress=False)
                 dt = time.perf_counter() - t
             per = dt / max(s.captioned_images, 1)
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

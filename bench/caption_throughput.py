@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from mllm_retrieval.capture.captioners import get_captioner  # noqa: E402
-from mllm_retrieval.capture.pipeline import caption_paths  # noqa: E402
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths  # noqa: E402
 from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
 from mllm_retrieval.library.store import Store  # noqa: E402
 
@@ -59,8 +59,8 @@ def main() -> None:
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         with Store(memory=True) as store:
             t0 = time.perf_counter()
-            s = caption_paths(store, [folder], captioner, load_prompt(), grid=args.grid,
-                              batch_size=bs, progress=False)
+            s = caption_paths(store, [folder], captioner, load_prompt(),
+                              CaptionSettings(grid=args.grid, batch_size=bs), progress=False)
             dt = time.perf_counter() - t0
         ips = s.captioned_images / dt
         base = base or ips

@@ -42,8 +42,8 @@ def local(folder: Path, backend: str, options: dict, batch: int, threads: int | 
         torch.set_num_threads(threads)  # as a Ray actor with 1 CPU (Ray sets OMP_NUM_THREADS=1)
     with Store(memory=True) as store:
         t0 = time.perf_counter()
-        caption_paths(store, [folder], get_captioner(backend, **options), load_prompt(), batch_size=batch,
-                      progress=False)
+        caption_paths(store, [folder], get_captioner(backend, **options), load_prompt(),
+                      CaptionSettings(batch_size=batch), progress=False)
         seconds = time.perf_counter() - t0
     torch.set_num_threads(default)
     return seconds

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from stub_server import Reply, serve  # noqa: E402
 
 from mllm_retrieval.capture.captioners.openai_compat import OpenAICaptioner  # noqa: E402
-from mllm_retrieval.capture.pipeline import caption_paths  # noqa: E402
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths  # noqa: E402
 from mllm_retrieval.capture.prompts import load_prompt  # noqa: E402
 from mllm_retrieval.defaults import CAPTION_BATCH  # noqa: E402
 from mllm_retrieval.library.store import Store  # noqa: E402
@@ -62,7 +62,7 @@ def run_case(photos: Path, concurrency: int, batch: int, streamed: bool, median:
         captioner = OpenAICaptioner(model="stub", base_url=server.base_url, concurrency=concurrency)
         t0 = time.perf_counter()
         caption_paths(store, [photos], captioner if streamed else Batched(captioner), load_prompt(),
-                      batch_size=batch, progress=False)
+                      CaptionSettings(batch_size=batch), progress=False)
         return time.perf_counter() - t0
 
 

@@ -306,7 +306,7 @@ def test_more_results_load_on_scroll(page, tmp_path):
     from fakes import FakeCaptioner
     from PIL import Image
 
-    from mllm_retrieval.capture.pipeline import caption_paths
+    from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
     from mllm_retrieval.capture.prompts import load_prompt
     from mllm_retrieval.library.store import Store
 
@@ -315,7 +315,8 @@ def test_more_results_load_on_scroll(page, tmp_path):
     for i in range(30):
         Image.new("RGB", (40, 30), (200, 4 * i, 30)).save(folder / f"{i:02}.png")
     with Store(tmp_path / "many.db") as store:
-        caption_paths(store, [folder], FakeCaptioner(), load_prompt(), grid="none", progress=False)
+        caption_paths(store, [folder], FakeCaptioner(), load_prompt(), CaptionSettings(grid="none"),
+                      progress=False)
     with Server(tmp_path / "many.db") as server:
         page.goto(f"{server.url}/?q=red")
         cards(page, 24)

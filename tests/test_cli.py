@@ -79,9 +79,20 @@ def test_caption_backend_import(tmp_path):
     assert "zebra" in mllmret("search", "zebra", "--db", tmp_path / "x.db").stdout
 
 
+def test_import_is_a_registered_backend_with_declared_options(tmp_path):
+    from mllm_retrieval.capture.captioners import backend_options, backends
+
+    assert "import" in backends() and backend_options("import") == {"captions", "images", "model"}
+    r = mllmret("caption", tmp_path, "--backend", "import", "--captions", tmp_path / "c.jsonl",
+                "--device", "cpu", "--db", tmp_path / "x.db", ok=False)
+    assert r.exit_code == 1 and "--device does not apply to --backend import" in r.output
+    r = mllmret("caption", tmp_path, "--captions", tmp_path / "c.jsonl", "--db", tmp_path / "x.db", ok=False)
+    assert r.exit_code == 1 and "--captions does not apply to --backend transformers" in r.output
+
+
 def test_every_command_has_help():
     for command in ["caption", "search", "import", "export", "stats", "check", "prompts", "demo",
-                    "tags write"]:
+                    "eval", "eval-composed", "tags write"]:
         r = mllmret(*command.split(), "--help")
         assert "Usage:" in r.stdout and len(r.stdout) > 100
     assert "tags_caption" in mllmret("prompts").stdout

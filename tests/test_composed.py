@@ -142,7 +142,7 @@ def test_cli_composed_end_to_end(tmp_path):
     _tiny_cirr(tmp_path / "data")
     model = build_tiny_sentence_transformer(tmp_path / "tiny-st")
     out, md = tmp_path / "out", tmp_path / "R.md"
-    args = ["eval", "--task", "composed", "--dataset", "cirr", "--data-dir", str(tmp_path / "data"),
+    args = ["eval-composed", "--dataset", "cirr", "--data-dir", str(tmp_path / "data"),
             "--modes", "keyword,semantic,hybrid", "--embedder", str(model), "--device", "cpu",
             "--out", str(out), "--results-md", str(md), "-q"]
     r = CliRunner().invoke(app, args)
@@ -156,9 +156,12 @@ def test_cli_composed_end_to_end(tmp_path):
     assert "edit / hybrid" in r.stdout and "R@50" in r.stdout
     text = md.read_text()
     assert text.count("<!-- BEGIN mllmret-eval composed-") == 1 and "other captioners than ours" in text
-    r = CliRunner().invoke(app, args)  # rerun replaces its own section
+    old_spelling = ["eval", "--task", "composed", *args[1:]]
+    r = CliRunner().invoke(app, old_spelling)  # rerun replaces its own section
     assert r.exit_code == 0 and md.read_text().count("<!-- BEGIN mllmret-eval composed-") == 1
-    r = CliRunner().invoke(app, ["eval", "--task", "composed", "--dataset", "circo", "--data-dir",
+    assert "--task composed is deprecated: use `mllmret eval-composed`" in r.output
+    assert json.loads((out / "results.json").read_text())["splits"]["val"]["rows"] == rows
+    r = CliRunner().invoke(app, ["eval-composed", "--dataset", "circo", "--data-dir",
                                  str(tmp_path / "data"), "--out", str(out)])
     assert r.exit_code == 1 and "cirr" in r.output
 

@@ -147,7 +147,7 @@ def test_train_composer_then_eval_with_learned_rows(tmp_path, tiny_embedder):
     assert ckpt.is_file() and "held-out R@10" in r.output
     assert LearnedComposer.load(ckpt).meta["trained_on"].startswith("FashionIQ train")
     md = tmp_path / "RESULTS.md"
-    r = CliRunner().invoke(app, ["eval", "--task", "composed", "--dataset", "fashioniq", "--data-dir",
+    r = CliRunner().invoke(app, ["eval-composed", "--dataset", "fashioniq", "--data-dir",
                                  str(tmp_path), "--composer", str(ckpt), "--embedder", str(tiny_embedder),
                                  "--out", str(tmp_path / "out"), "--results-md", str(md), "-q"])
     assert r.exit_code == 0, r.output
@@ -158,7 +158,7 @@ def test_train_composer_then_eval_with_learned_rows(tmp_path, tiny_embedder):
     assert result["composers"][0]["file"] == "c.safetensors"
     assert "| learned / hybrid |" in md.read_text() and "never on this evaluation split" in md.read_text()
     # a composer made for other vectors is refused with one line
-    r = CliRunner().invoke(app, ["eval", "--task", "composed", "--dataset", "fashioniq", "--data-dir",
+    r = CliRunner().invoke(app, ["eval-composed", "--dataset", "fashioniq", "--data-dir",
                                  str(tmp_path), "--composer", str(ckpt), "--out", str(tmp_path / "o2"), "-q"])
     assert r.exit_code != 0 and "trained on" in r.output
 
@@ -233,7 +233,7 @@ def test_eval_reports_both_composers_and_search_uses_the_encoder(tmp_path, tiny_
                             "--batch-size", "16"])
     assert r.exit_code == 0, r.output
     assert "before fine-tuning" in r.output and (enc / "model.safetensors").is_file()
-    r = runner.invoke(app, ["eval", "--task", "composed", "--dataset", "fashioniq", "--data-dir",
+    r = runner.invoke(app, ["eval-composed", "--dataset", "fashioniq", "--data-dir",
                             str(tmp_path), "--composer", str(tirg), "--composer", str(enc), "--embedder",
                             str(tiny_embedder), "--out", str(tmp_path / "out"), "-q"])
     assert r.exit_code == 0, r.output

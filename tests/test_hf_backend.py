@@ -2,7 +2,7 @@ import pytest
 from PIL import Image
 
 from mllm_retrieval.capture.captioners import get_captioner
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import BackendError, ModelLoadError
 
@@ -68,7 +68,8 @@ def test_bad_dtype_and_device():
 
 def test_pipeline_with_the_tiny_model_stores_noise_safely(store, photos, tiny_llava):
     captioner = get_captioner("transformers", model=str(tiny_llava), max_new_tokens=10)
-    s = caption_paths(store, [photos], captioner, load_prompt(), batch_size=3, progress=False)
+    s = caption_paths(store, [photos], captioner, load_prompt(), CaptionSettings(batch_size=3),
+                      progress=False)
     assert s.captioned_tiles == 20 and s.failed == []
     rows = store.db.execute("SELECT raw, tags, caption FROM captions").fetchall()
     assert len(rows) == 20 and all(isinstance(raw, str) for raw, _, _ in rows)

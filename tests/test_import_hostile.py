@@ -10,7 +10,7 @@ from cli_helpers import mllmret
 from fakes import FakeCaptioner
 
 from mllm_retrieval.capture.images import sha256_file
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import ImportFormatError
 from mllm_retrieval.library import records
@@ -182,7 +182,8 @@ def test_dev_zero_ends(tmp_path):
 
 def test_a_claimed_sha256_never_changes_an_indexed_file(tmp_path, photos):
     with Store(tmp_path / "lib.db") as store:
-        caption_paths(store, [photos], FakeCaptioner(), load_prompt(), grid="none", progress=False)
+        caption_paths(store, [photos], FakeCaptioner(), load_prompt(), CaptionSettings(grid="none"),
+                      progress=False)
         sha = sha256_file(photos / "red.jpg")
         before_images = store.db.execute("SELECT * FROM images ORDER BY id").fetchall()
         before_files = store.db.execute("SELECT * FROM files ORDER BY path").fetchall()

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from mllm_retrieval.capture import ocr
 from mllm_retrieval.capture.ocr import ocr_tokens, split_run_together
 from mllm_retrieval.capture.ocr_pipeline import ocr_paths
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.library.jsonl import export_jsonl, import_jsonl
 from mllm_retrieval.library.store import Store
@@ -47,7 +47,7 @@ def test_ocr_stage_stores_lines_in_its_own_run_and_resumes(store, photos):
 
 def test_ocr_is_added_to_a_captioned_library_without_captioning_again(store, photos):
     captioner = FakeCaptioner()
-    caption_paths(store, [photos], captioner, load_prompt(), grid="none", progress=False)
+    caption_paths(store, [photos], captioner, load_prompt(), CaptionSettings(grid="none"), progress=False)
     calls = len(captioner.calls)
     s = ocr_paths(store, [photos], FakeOcr(), progress=False)
     assert len(captioner.calls) == calls and s.captioned_images == 4
@@ -65,7 +65,8 @@ def test_duplicates_and_bad_files_are_handled_as_for_captions(store, photos):
 
 
 def test_search_finds_run_together_ocr_words_and_says_text_in_photo(store, photos):
-    caption_paths(store, [photos], FakeCaptioner(), load_prompt(), grid="none", progress=False)
+    caption_paths(store, [photos], FakeCaptioner(), load_prompt(), CaptionSettings(grid="none"),
+                  progress=False)
     ocr_paths(store, [photos], FakeOcr(), progress=False)
     searcher = Searcher(store, persist=False)
     [hit] = searcher.search("shop red", k=1)

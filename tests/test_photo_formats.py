@@ -13,12 +13,13 @@ from PIL import Image
 
 from mllm_retrieval.capture.formats import PREVIEW_MIN_SIDE
 from mllm_retrieval.capture.images import image_size, open_image
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 
 
 def caption(store, *paths):
-    return caption_paths(store, paths, FakeCaptioner(), load_prompt(), grid="none", progress=False)
+    return caption_paths(store, paths, FakeCaptioner(), load_prompt(), CaptionSettings(grid="none"),
+                         progress=False)
 
 
 def full_tags(store) -> dict[str, list[str]]:

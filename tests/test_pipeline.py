@@ -5,15 +5,15 @@ import pytest
 from fakes import FakeCaptioner
 from PIL import Image
 
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 
 PROMPT = load_prompt()
 
 
-def run(store, paths, captioner=None, **kw):
-    kw.setdefault("progress", False)
-    return caption_paths(store, paths, captioner or FakeCaptioner(), PROMPT, **kw)
+def run(store, paths, captioner=None, progress=False, **settings):
+    return caption_paths(store, paths, captioner or FakeCaptioner(), PROMPT, CaptionSettings(**settings),
+                         progress=progress)
 
 
 def count(store, table):

@@ -16,7 +16,7 @@ from PIL import Image
 from test_shards import library_rows
 
 from mllm_retrieval.capture.captioners import get_captioner, register, unregister
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import MllmretError
 from mllm_retrieval.library.store import Store
@@ -24,7 +24,6 @@ from mllm_retrieval.library.store import Store
 ray = pytest.importorskip("ray")
 
 from mllm_retrieval.capture.distributed import caption_with_ray, import_ray  # noqa: E402
-from mllm_retrieval.capture.pipeline import CaptionSettings  # noqa: E402
 
 PROMPT = load_prompt()
 TESTS = Path(__file__).resolve().parent
@@ -130,8 +129,8 @@ def test_without_ray_installed_the_error_names_the_extra(monkeypatch):
 def test_the_tiny_transformers_model_writes_the_same_captions_as_locally(cluster, photos, tiny_llava):
     options = {"model": str(tiny_llava), "max_new_tokens": 8, "device": "cpu", "dtype": "float32"}
     with Store(memory=True) as local, Store(memory=True) as store:
-        caption_paths(local, [photos], get_captioner("transformers", **options), PROMPT, batch_size=4,
-                      progress=False)
+        caption_paths(local, [photos], get_captioner("transformers", **options), PROMPT,
+                      CaptionSettings(batch_size=4), progress=False)
         s = on_ray(store, [photos], backend="transformers", options=options, batch_size=4)
         assert (s.captioned_tiles, s.failed) == (20, [])
         assert library_rows(store) == library_rows(local)  # greedy: batching and workers change nothing

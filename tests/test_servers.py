@@ -11,7 +11,7 @@ from test_rewrite import closed_port
 from test_streaming import captioner, stored_sizes_match_tiles
 
 from mllm_retrieval.capture.captioners.servers import ServerPool, split_urls
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.capture.tiling import Box
 from mllm_retrieval.library.store import Store, run_key
@@ -42,7 +42,7 @@ def test_pool_prefers_the_least_loaded_server_that_is_up():
 def test_requests_spread_over_two_servers(store, many_photos):
     with serve(delay=0.05) as a, serve(delay=0.05) as b:
         s = caption_paths(store, [many_photos], captioner([a.base_url, b.base_url], concurrency=4), PROMPT,
-                          batch_size=4, progress=False)
+                          CaptionSettings(batch_size=4), progress=False)
         assert s.captioned_tiles == 30
         assert len(a.requests) + len(b.requests) == 30
         assert min(len(a.requests), len(b.requests)) >= 10  # by load, not all on the first
@@ -52,7 +52,7 @@ def test_a_server_drained_mid_run_leaves_the_work_to_the_other(store, many_photo
     with serve() as a, serve() as b:
         a.responder = lambda body: Reply() if len(a.requests) <= 3 else Reply(status=503)
         s = caption_paths(store, [many_photos], captioner(f"{a.base_url},{b.base_url}", concurrency=3),
-                          PROMPT, batch_size=4, progress=False)
+                          PROMPT, CaptionSettings(batch_size=4), progress=False)
         assert s.captioned_tiles == 30 == captions(store)
         assert len(b.requests) >= 27
 
@@ -66,7 +66,7 @@ def test_a_server_stopped_mid_run_leaves_the_work_to_the_other(store, many_photo
 
         a.responder = stop_after_five
         s = caption_paths(store, [many_photos], captioner([a.base_url, b.base_url], concurrency=4), PROMPT,
-                          batch_size=4, progress=False)
+                          CaptionSettings(batch_size=4), progress=False)
         assert a.stopped and s.captioned_tiles == 30 == captions(store)
         assert len(b.requests) >= 25
 
@@ -75,7 +75,7 @@ def test_an_unreachable_server_is_skipped(store, many_photos):
     with serve() as b:
         dead = f"http://127.0.0.1:{closed_port()}/v1"
         caption_paths(store, [many_photos], captioner([dead, b.base_url], concurrency=2), PROMPT,
-                      batch_size=4, progress=False)
+                      CaptionSettings(batch_size=4), progress=False)
         assert captions(store) == 30 and len(b.requests) == 30
 
 
@@ -85,7 +85,7 @@ def test_answers_from_two_servers_go_to_their_tiles(store, many_photos):
     with serve() as a, serve() as b:
         a.responder = b.responder = by_size
         caption_paths(store, [many_photos], captioner([a.base_url, b.base_url], concurrency=4), PROMPT,
-                      batch_size=3, progress=False)
+                      CaptionSettings(batch_size=3), progress=False)
     assert stored_sizes_match_tiles(store)
 
 

@@ -14,7 +14,7 @@ from fakes import FakeCaptioner
 from PIL import Image
 
 from mllm_retrieval.capture.captioners import register, unregister
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.capture.shards import caption_to_shards, import_shards
 from mllm_retrieval.errors import ImportFormatError
@@ -25,9 +25,11 @@ TESTS = Path(__file__).resolve().parent
 WORKER = """
 import sys
 from fakes import FakeCaptioner
+from mllm_retrieval.capture.pipeline import CaptionSettings
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.capture.shards import caption_to_shards
-s = caption_to_shards([sys.argv[1]], FakeCaptioner(), load_prompt(), sys.argv[2], batch_size=3,
+s = caption_to_shards([sys.argv[1]], FakeCaptioner(), load_prompt(), sys.argv[2],
+                      CaptionSettings(batch_size=3),
                       progress=False, shard_tiles=7)
 print(s.captioned_images, s.captioned_tiles, len(s.failed))
 """
@@ -70,12 +72,13 @@ def test_shards_from_another_process_import_equal_to_a_local_run(tmp_path, photo
 def test_a_crashed_worker_leaves_whole_shards_and_a_rerun_does_only_the_rest(tmp_path, photos):
     out = tmp_path / "shards"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        caption_to_shards([photos], FakeCaptioner(fail_after=3), PROMPT, out, batch_size=2, progress=False)
+        caption_to_shards([photos], FakeCaptioner(fail_after=3), PROMPT, out, CaptionSettings(batch_size=2),
+                          progress=False)
     first = shard_lines(out)
     assert first and len(first) % 5 == 0  # only images with all their tiles answered
     assert not list(out.glob(".*"))
     rest = FakeCaptioner()
-    s = caption_to_shards([photos], rest, PROMPT, out, batch_size=2, progress=False)
+    s = caption_to_shards([photos], rest, PROMPT, out, CaptionSettings(batch_size=2), progress=False)
     assert s.captioned_tiles == sum(rest.calls) == 20 - len(first)
     assert s.already_done == len(first) // 5
     keys = [(r["sha256"], r["tile"]) for r in shard_lines(out)]
@@ -139,7 +142,7 @@ def test_server_workers_keep_requests_in_flight_and_write_each_answer_to_its_til
 
         server.responder = slow_by_size
         make = lambda: OpenAICaptioner(model="m", base_url=server.base_url, concurrency=6)  # noqa: E731
-        s = caption_to_shards([photos], make(), PROMPT, out, batch_size=2, progress=False)
+        s = caption_to_shards([photos], make(), PROMPT, out, CaptionSettings(batch_size=2), progress=False)
         assert s.captioned_tiles == 20 and server.max_in_flight > 2  # not capped by the batch of 2
         with Store(memory=True) as local, Store(memory=True) as merged:
             caption_paths(local, [photos], make(), PROMPT, progress=False)

@@ -10,7 +10,7 @@ from stub_server import Reply, answer, serve
 from test_openai_backend import image_of
 
 from mllm_retrieval.capture.captioners.openai_compat import OpenAICaptioner
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.errors import BackendError
 
@@ -38,7 +38,7 @@ def stored_sizes_match_tiles(store) -> bool:
 def test_requests_in_flight_exceed_the_batch_size(store, many_photos):
     with serve(delay=0.2) as server:
         s = caption_paths(store, [many_photos], captioner(server.base_url, concurrency=8), PROMPT,
-                          batch_size=2, progress=False)
+                          CaptionSettings(batch_size=2), progress=False)
         assert s.captioned_images == 6 and s.captioned_tiles == 30
         assert 6 <= server.max_in_flight <= 8  # batches of 2 no longer cap the requests in flight
 
@@ -52,7 +52,7 @@ def test_answers_go_to_their_tiles_when_they_return_out_of_order(store, many_pho
 
         server.responder = slow_sometimes
         caption_paths(store, [many_photos], captioner(server.base_url, concurrency=6), PROMPT,
-                      batch_size=4, progress=False)
+                      CaptionSettings(batch_size=4), progress=False)
     assert store.db.execute("SELECT count(*) FROM captions").fetchone()[0] == 30
     assert stored_sizes_match_tiles(store)
 
@@ -70,7 +70,7 @@ def test_a_slow_request_holds_up_only_itself(store, many_photos):
 
         server.responder = responder
         caption_paths(store, [many_photos], captioner(server.base_url, concurrency=2), PROMPT,
-                      batch_size=2, progress=False)
+                      CaptionSettings(batch_size=2), progress=False)
     during_slow = sum(1 for t in arrived[1:] if t < arrived[0] + 0.9)
     assert during_slow >= 15  # batched, the other slot would have waited for the slow one after 1 request
 
@@ -80,12 +80,12 @@ def test_a_failed_request_keeps_committed_answers_and_a_rerun_resumes(store, man
         server.add(*[Reply() for _ in range(12)], Reply(status=400, body={"error": "bad image"}))
         with pytest.raises(BackendError, match="refused"):
             caption_paths(store, [many_photos], captioner(server.base_url, concurrency=1), PROMPT,
-                          batch_size=5, progress=False)
+                          CaptionSettings(batch_size=5), progress=False)
         kept = store.db.execute("SELECT count(*) FROM captions").fetchone()[0]
         assert kept == 12  # every answer that came back before the failure is committed
         server.requests.clear()
         s = caption_paths(store, [many_photos], captioner(server.base_url, concurrency=4), PROMPT,
-                          batch_size=5, progress=False)
+                          CaptionSettings(batch_size=5), progress=False)
         assert s.captioned_tiles == 18 and len(server.requests) == 18
     dupes = store.db.execute(
         "SELECT count(*) FROM (SELECT tile_id, run_id FROM captions GROUP BY 1, 2 HAVING count(*) > 1)"

@@ -8,7 +8,7 @@ from pathlib import Path
 from fakes import FakeCaptioner
 from PIL import Image
 
-from mllm_retrieval.capture.pipeline import caption_paths
+from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
 from mllm_retrieval.library.jsonl import import_jsonl
 from mllm_retrieval.library.store import Store
@@ -35,7 +35,8 @@ def build_library(tmp_path: Path) -> tuple[Path, Path]:
     photos = make_photos(tmp_path / "photos")
     db = tmp_path / "web.db"
     with Store(db) as store:
-        caption_paths(store, [photos], FakeCaptioner(), load_prompt(), grid="2x2", progress=False)
+        caption_paths(store, [photos], FakeCaptioner(), load_prompt(), CaptionSettings(grid="2x2"),
+                      progress=False)
         evil = tmp_path / "evil.jsonl"
         evil.write_text("\n".join(json.dumps(r) for r in [
             {"path": str(photos / "blue.jpg"), "model": "evil-model",

@@ -6,10 +6,11 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
@@ -62,7 +63,8 @@ class _Job:
 
 @dataclass(frozen=True)
 class CaptionSettings:
-    """How a run cuts and batches its work, as `caption_paths` takes it one by one (for Ray, --dry-run)."""
+    """How a run cuts and batches its work: the tiles, tiles per model call, whether to caption again
+    what the run has, and the largest image (pixels) that is decoded."""
 
     grid: str = "2x2"
     overlap: float = 0.0
@@ -76,16 +78,13 @@ def caption_paths(
     paths: Iterable[str | os.PathLike],
     captioner: Captioner,
     prompt: Prompt,
-    grid: str = "2x2",
-    overlap: float = 0.0,
-    batch_size: int = CAPTION_BATCH,
-    force: bool = False,
+    settings: CaptionSettings | None = None,
     progress: bool = True,
-    max_pixels: int | None = None,
 ) -> Summary:
     """Caption every image and tile under `paths` that this run has not captioned yet."""
     start = time.perf_counter()
-    grid_boxes(64, 64, grid, overlap)  # validate before any work
+    s = settings or CaptionSettings()
+    grid_boxes(64, 64, s.grid, s.overlap)  # validate before any work
     paths = list(paths)
     require_paths(paths)
     check = getattr(captioner, "check", None)
@@ -95,10 +94,10 @@ def caption_paths(
         captioner.backend, captioner.model_id, captioner.params(), prompt.name, prompt.text
     )
     summary = Summary(run_id=run.id)
-    jobs = scan(store, paths, summary, force, progress, max_pixels)
-    pending = plan(store, run.id, jobs, grid, overlap, force, summary)
+    jobs = scan(store, paths, summary, s.force, progress, s.max_pixels)
+    pending = plan(store, run.id, jobs, s.grid, s.overlap, s.force, summary)
     caption = caption_streamed if streams(captioner) else _caption
-    caption(store, run.id, pending, captioner, prompt, batch_size, force, progress, summary, max_pixels)
+    caption(store, run.id, pending, captioner, prompt, s.batch_size, s.force, progress, summary, s.max_pixels)
     store.finish_run(run.id)
     summary.seconds = time.perf_counter() - start
     return summary
@@ -222,44 +221,51 @@ def _caption(store: Store, run_id: int, pending: list, captioner: Captioner, pro
              max_pixels: int | None) -> None:
     """Run the model over pending tiles in batches; each batch is one transaction."""
     bar = tqdm(total=len(pending), desc="captioning", unit="img", disable=not progress)
-    remaining: dict[int, int] = {}
-    batch: list[tuple[int, int, Image.Image]] = []
+    remaining = {job.image_id: len(todo) for job, todo in pending}
 
-    def flush() -> None:
-        if not batch:
-            return
-        t0 = time.perf_counter()
-        answers = captioner.describe([im for _, _, im in batch], prompt.text)
-        per_item = (time.perf_counter() - t0) / len(batch)
-        with store.atomic():
-            store.add_captions(
-                run_id,
-                [(tid, raw, parse_output(raw), per_item)
-                 for (_, tid, _), raw in zip(batch, answers, strict=True)],
-                replace=force,
-            )
-        summary.captioned_tiles += len(batch)
-        for image_id, _, _ in batch:
-            remaining[image_id] -= 1
-            if remaining[image_id] == 0:
-                summary.captioned_images += 1
-                bar.update(1)
-        batch.clear()
+    def failed(job: _Job, error: ImageError) -> None:
+        summary.failed.append(Skipped(job.path, str(error)))
+        bar.update(1)
 
     try:
-        for job, todo, crops in _prefetched(pending, max_pixels):
-            if isinstance(crops, ImageError):
-                summary.failed.append(Skipped(job.path, str(crops)))
-                bar.update(1)
-                continue
-            remaining[job.image_id] = len(todo)
-            for (tile_id, _), crop in zip(todo, crops, strict=True):
-                batch.append((job.image_id, tile_id, crop))
-                if len(batch) >= batch_size:
-                    flush()
-        flush()
+        for answers in answer_batches(pending, captioner, prompt.text, batch_size, max_pixels, failed):
+            with store.atomic():
+                store.add_captions(run_id, [(tile, raw, parse_output(raw), seconds)
+                                            for _, tile, raw, seconds in answers], replace=force)
+            summary.captioned_tiles += len(answers)
+            for job, _, _, _ in answers:
+                remaining[job.image_id] -= 1
+                if remaining[job.image_id] == 0:
+                    summary.captioned_images += 1
+                    bar.update(1)
     finally:
         bar.close()
+
+
+def answer_batches(pending: list, captioner: Captioner, prompt_text: str, batch_size: int,
+                   max_pixels: int | None, failed: Callable[[_Job, ImageError], None]):
+    """The model's answers to the pending tiles, a list of (job, tile, raw answer, seconds per tile) per
+    batch of at most `batch_size` tiles, in order, while a thread decodes the next images; an image that
+    cannot be decoded goes to `failed(job, error)` instead. `pending`: (job, [(tile, box), ...]) pairs."""
+    batch: list[tuple[_Job, Any, Image.Image]] = []
+
+    def answer() -> list[tuple[_Job, Any, str, float]]:
+        t0 = time.perf_counter()
+        raws = captioner.describe([im for _, _, im in batch], prompt_text)
+        per_item = (time.perf_counter() - t0) / len(batch)
+        return [(job, tile, raw, per_item) for (job, tile, _), raw in zip(batch, raws, strict=True)]
+
+    for job, todo, crops in _prefetched(pending, max_pixels):
+        if isinstance(crops, ImageError):
+            failed(job, crops)
+            continue
+        for (tile, _), image in zip(todo, crops, strict=True):
+            batch.append((job, tile, image))
+            if len(batch) >= batch_size:
+                yield answer()
+                batch = []
+    if batch:
+        yield answer()
 
 
 def _crops(job: _Job, todo: list[tuple[int, Box]], max_pixels: int | None) -> list[Image.Image] | ImageError:

@@ -23,13 +23,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from ..defaults import CAPTION_BATCH
 from ..errors import ImageError, ImportFormatError, MllmretError
 from ..library.store import Store, run_key, tile_key
 from .captioners.base import Captioner
 from .images import Skipped, image_size, sha256_file, walk
 from .parsing import parse_output
-from .pipeline import Summary, _Job, _prefetched, tile_boxes
+from .pipeline import CaptionSettings, Summary, _Job, answer_batches, tile_boxes
 from .prompts import Prompt
 from .streaming import stream_answers, streams
 from .tiling import Box, grid_boxes
@@ -53,12 +52,12 @@ class _Image:
 
 def caption_to_shards(
     paths: list[str | os.PathLike], captioner: Captioner, prompt: Prompt, out_dir: str | os.PathLike,
-    grid: str = "2x2", overlap: float = 0.0, batch_size: int = CAPTION_BATCH, force: bool = False,
-    progress: bool = True, max_pixels: int | None = None, shard_tiles: int = SHARD_TILES,
+    settings: CaptionSettings | None = None, progress: bool = True, shard_tiles: int = SHARD_TILES,
 ) -> Summary:
     """Caption the images under `paths` into JSONL shards in `out_dir`; no database is opened."""
     start = time.perf_counter()
-    grid_boxes(64, 64, grid, overlap)  # validate before any work
+    s = settings or CaptionSettings()
+    grid_boxes(64, 64, s.grid, s.overlap)  # validate before any work
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -66,12 +65,12 @@ def caption_to_shards(
         raise MllmretError(f"cannot create the shard folder {str(out)!r}: {e.strerror or e}") from e
     run = _run_fields(captioner, prompt)
     key = run_key(run["backend"], run["model"], run["params"], run["prompt"])[0]
-    done = set() if force else shard_tiles_done(out, key)
+    done = set() if s.force else shard_tiles_done(out, key)
     summary = Summary(run_id=0)
-    todo = _scan(paths, grid, overlap, done, summary, max_pixels, progress)
+    todo = _scan(paths, s.grid, s.overlap, done, summary, s.max_pixels, progress)
     writer = _ShardWriter(out, run, shard_tiles)
     try:
-        _caption(todo, captioner, prompt, batch_size, summary, writer, max_pixels, progress)
+        _caption(todo, captioner, prompt, s.batch_size, summary, writer, s.max_pixels, progress)
     finally:
         writer.flush()
     summary.seconds = time.perf_counter() - start
@@ -135,7 +134,6 @@ def _caption(todo: list[_Image], captioner: Captioner, prompt: Prompt, batch_siz
     bar = tqdm(total=len(todo), desc="captioning", unit="img", disable=not progress)
     jobs = [(_Job(i, im.path, im.width, im.height), list(enumerate(b for _, b in im.tiles)))
             for i, im in enumerate(todo)]
-    batch: list[tuple[int, int, Any]] = []
     answers: dict[int, dict[int, tuple[str, float]]] = {}
 
     def answered(row: tuple[int, int, str, float]) -> None:
@@ -151,32 +149,13 @@ def _caption(todo: list[_Image], captioner: Captioner, prompt: Prompt, batch_siz
         summary.failed.append(Skipped(job.path, str(error)))
         bar.update(1)
 
-    def flush() -> None:
-        if not batch:
-            return
-        t0 = time.perf_counter()
-        raws = captioner.describe([im for _, _, im in batch], prompt.text)
-        per_item = (time.perf_counter() - t0) / len(batch)
-        for (i, t, _), raw in zip(batch, raws, strict=True):
-            answered((i, t, raw, per_item))
-        batch.clear()
-
-    if streams(captioner):  # a server backend: requests in flight across photos, as in a local run
-        try:
-            stream_answers(jobs, captioner, prompt.text, max_pixels, answered, lambda *_: None, failed)
-        finally:
-            bar.close()
-        return
     try:
-        for job, tiles, crops in _prefetched(jobs, max_pixels):
-            if isinstance(crops, ImageError):
-                failed(job, crops)
-                continue
-            for (t, _), crop in zip(tiles, crops, strict=True):
-                batch.append((job.image_id, t, crop))
-                if len(batch) >= batch_size:
-                    flush()
-        flush()
+        if streams(captioner):  # a server backend: requests in flight across photos, as in a local run
+            stream_answers(jobs, captioner, prompt.text, max_pixels, answered, lambda *_: None, failed)
+            return
+        for batch in answer_batches(jobs, captioner, prompt.text, batch_size, max_pixels, failed):
+            for job, t, raw, seconds in batch:
+                answered((job.image_id, t, raw, seconds))
     finally:
         bar.close()
 

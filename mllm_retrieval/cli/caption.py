@@ -61,7 +61,8 @@ def caption(
     timeout: Annotated[float, typer.Option(help="openai: seconds per request.")] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="openai: retries on 429/5xx/timeouts.")] = 4,
     captions: Annotated[Path | None, typer.Option(
-        help="import: the JSONL file of captions made elsewhere.")] = None,
+        help="import: the JSONL file (or folder of shards) of captions made elsewhere; PATHS[0] is the "
+        "folder that its file_name values are relative to.")] = None,
     force: Annotated[bool, typer.Option(help="Caption again what this run already has.")] = False,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Caption on Ray actors ([ray] extra): local (start one here), auto (join the "
@@ -103,11 +104,6 @@ def caption(
     from ..capture.pipeline import CaptionSettings, caption_paths
     from ..capture.prompts import load_prompt
 
-    if backend == "import":
-        if captions is None:
-            raise fail("--backend import needs --captions FILE.jsonl")
-        return import_(captions, images=paths[0] if paths else None, model=model, no_embed=no_embed,
-                       embedder=embedder, db=db)
     if ray is not None and shards is not None:
         raise fail("--ray writes the database and --shards writes files instead: use one of them")
     require_paths(paths)  # a typo is an error before a model loads or a library is made
@@ -121,17 +117,20 @@ def caption(
         "quantize": None if quantize is Quantize.none else quantize.value,
         "max_new_tokens": max_new_tokens, "base_url": base_url, "api_key": api_key,
         "concurrency": concurrency, "timeout": timeout, "retries": retries,
-        "image_splitting": image_splitting.resolve(grid),
+        "image_splitting": image_splitting.resolve(grid), "captions": captions, "images": paths[0],
     })
     captioner = get_captioner(backend, **options)
+    if hasattr(captioner, "store_text"):  # its text comes with it (import): stored as it is
+        with open_store(db) as store:
+            return report_import(store, captioner.store_text(store, progress=not quiet), embedder, quiet,
+                                 embed=not no_embed)
     settings = CaptionSettings(grid, overlap, batch_size, force)
     if dry_run:
         return _dry_run(db, paths, captioner, load_prompt(prompt), settings)
     if shards is not None:
         from ..capture.shards import caption_to_shards
 
-        return print_summary(caption_to_shards(paths, captioner, load_prompt(prompt), shards, grid=grid,
-                                               overlap=overlap, batch_size=batch_size, force=force,
+        return print_summary(caption_to_shards(paths, captioner, load_prompt(prompt), shards, settings,
                                                progress=not quiet), where=f"into shards in {shards}")
     with open_store(db) as store:
         if ray is not None:
@@ -141,10 +140,8 @@ def caption(
                                        address=ray, workers=workers, cpus_per_worker=cpus_per_worker,
                                        gpus_per_worker=gpus_per_worker, progress=not quiet)
         else:
-            summary = caption_paths(
-                store, paths, captioner, load_prompt(prompt), grid=grid, overlap=overlap,
-                batch_size=batch_size, force=force, progress=not quiet,
-            )
+            summary = caption_paths(store, paths, captioner, load_prompt(prompt), settings,
+                                    progress=not quiet)
         print_summary(summary)
         if reader is not None:
             _ocr(store, paths, reader, force, quiet, ocr_grid)
@@ -240,24 +237,27 @@ def import_(
 
     Each line is checked; bad lines are skipped and reported by line number and reason, the rest are
     imported. Exit status 1 when no line could be imported."""
-    from ..library.jsonl import import_jsonl, skipped_report
+    from ..capture.captioners import get_captioner
 
+    source = get_captioner("import", captions=file, images=images, model=model)
     with open_store(db) as store:
-        if file.is_dir():
-            from ..capture.shards import import_shards
+        s = source.store_text(store, progress=not quiet)
+        report_import(store, s, embedder, quiet, embed=not no_embed)
 
-            s = import_shards(store, file, progress=not quiet)
-        else:
-            s = import_jsonl(store, file, images_dir=images, model=model, progress=not quiet)
-        typer.echo(
-            f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
-            f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
-        )
-        for line in skipped_report(s.skipped):
-            typer.echo(line, err=True)
-        if s.skipped and not s.imported_lines:
-            raise typer.Exit(1)  # nothing in the file could be used
-        embed_stored(store, embedder, quiet, embed=not no_embed)
+
+def report_import(store, s, embedder: str | None, quiet: bool, embed: bool = True) -> None:
+    """Print what an import did and its skipped lines; exit 1 when no line could be used, else embed."""
+    from ..library.jsonl import skipped_report
+
+    typer.echo(
+        f"imported {s.added} captions for {s.images} images in {len(s.runs)} run(s); "
+        f"{s.already_present} already present, {len(s.skipped)} lines skipped", err=True,
+    )
+    for line in skipped_report(s.skipped):
+        typer.echo(line, err=True)
+    if s.skipped and not s.imported_lines:
+        raise typer.Exit(1)  # nothing in the file could be used
+    embed_stored(store, embedder, quiet, embed=embed)
 
 
 @app.command()

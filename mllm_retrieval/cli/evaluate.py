@@ -26,15 +26,12 @@ class ComposerKind(str, Enum):
 @app.command("eval")
 def eval_(
     ctx: typer.Context,
-    task: Annotated[str, typer.Option(help="retrieval (class names as queries) | composed (CIRR, ...).")] = (
-        "retrieval"),
-    dataset: Annotated[str | None, typer.Option(
-        help="coco | voc | vlm; with --task composed: cirr | fashioniq | genecis (files under --data-dir).")
-    ] = None,
+    task: Annotated[str, typer.Option(
+        hidden=True, help="retrieval; composed is deprecated: `mllmret eval-composed`.")] = "retrieval",
+    dataset: Annotated[str | None, typer.Option(help="coco | voc | vlm (files under --data-dir).")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Evaluation data [default: ../shared/data].")] = None,
     annotations: Annotated[Path | None, typer.Option(help="Any COCO-format labels file.")] = None,
-    captions: Annotated[Path | None, typer.Option(
-        help="COCO-format human captions file; with --task composed --dataset cirr: blip2 | mllm.")] = None,
+    captions: Annotated[Path | None, typer.Option(help="COCO-format human captions file.")] = None,
     voc_root: Annotated[Path | None, typer.Option(help="A PASCAL VOC folder (Annotations/*.xml).")] = None,
     voc_split: Annotated[str, typer.Option(help="VOC split under ImageSets/Main.")] = "val",
     source: Annotated[list[str] | None, typer.Option(help="human | db | jsonl:PATH; repeatable.")] = None,
@@ -57,35 +54,24 @@ def eval_(
     out: Annotated[Path | None, typer.Option(
         help="Folder for results.json and PR plots [default: eval/DATASET in the data dir].")] = None,
     results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
-    composer: Annotated[list[Path] | None, typer.Option(
-        help="With --task composed: add the learned rows of this `mllmret train-composer` output (a TIRG "
-        ".safetensors or an encoder folder); repeatable.")
-    ] = None,
+    composer: Annotated[list[Path] | None, typer.Option(hidden=True, help="With --task composed.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     db: DbOption = None,
 ) -> None:
-    """Retrieval quality with class names as queries: AP, PR-AUC, PR curves; see eval/README.md."""
+    """Retrieval quality with class names as queries: AP, PR-AUC, PR curves; see eval/README.md.
+
+    Composed retrieval ("like this photo, but ...") is `mllmret eval-composed`."""
     from ..evaluation import report as rep
 
-    if task == "composed":
-        dataset = dataset or "cirr"
-    out = out or config.eval_dir(f"{task}-{dataset or 'custom'}")
-    if task == "composed":
-        from ..composed import evaluate as ce
-
-        result = ce.run_composed(dataset, data_dir, str(captions) if captions else None,
-                                 modes.split(","), embedder, device.value, not quiet, rep.command_line(ctx),
-                                 composers=composer or ())
-        typer.echo(ce.format_table(result))
-        written = [ce.write_json(result, out / "results.json")]
-        if results_md is not None:
-            written.append(ce.update_markdown(result, results_md))
-        typer.echo("wrote " + ", ".join(str(p.absolute()) for p in written), err=True)
-        return
+    if task == "composed":  # the old spelling of eval-composed
+        typer.echo("--task composed is deprecated: use `mllmret eval-composed` (same options)", err=True)
+        return _composed(ctx, dataset or "cirr", data_dir, str(captions) if captions else None, modes,
+                         embedder, device, composer, out, results_md, quiet)
     if task != "retrieval":
-        raise MllmretError(f"--task is retrieval or composed, not {task!r}")
+        raise MllmretError(f"--task is retrieval (or the deprecated composed), not {task!r}")
     if composer:
-        raise MllmretError("--composer goes with --task composed")
+        raise MllmretError("--composer goes with `mllmret eval-composed`")
+    out = out or config.eval_dir(f"retrieval-{dataset or 'custom'}")
     from ..evaluation.runner import EvalConfig, run_eval
 
     result = run_eval(EvalConfig(
@@ -99,6 +85,49 @@ def eval_(
     written = [rep.write_json(result, out / "results.json"), *rep.write_plots(result, out)]
     if results_md is not None:
         written.append(rep.update_markdown(result, results_md))
+    typer.echo("wrote " + ", ".join(str(p.absolute()) for p in written), err=True)
+
+
+@app.command("eval-composed")
+def eval_composed(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="cirr | fashioniq | genecis (files under --data-dir).")] = (
+        "cirr"),
+    data_dir: Annotated[Path | None, typer.Option(
+        help="The composed-retrieval data (its composed/ folder is read) [default: ../shared/data].")] = None,
+    captions: Annotated[str | None, typer.Option(help="cirr: blip2 | mllm, the image text.")] = None,
+    modes: Annotated[str, typer.Option(help="Ranking modes, comma-separated: keyword,semantic,hybrid.")] = (
+        "keyword"),
+    embedder: Annotated[str | None, typer.Option(
+        help="sentence-transformers model for semantic/hybrid [default: the packaged all-MiniLM-L6-v2].")
+    ] = None,
+    device: Annotated[Device, typer.Option(help="Where the embedder runs.")] = Device.auto,
+    composer: Annotated[list[Path] | None, typer.Option(
+        help="Add the learned rows of this `mllmret train-composer` output (a TIRG .safetensors or an "
+        "encoder folder); repeatable.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for results.json [default: eval/composed-DATASET in the data dir].")] = None,
+    results_md: Annotated[Path | None, typer.Option(help="Generated markdown to write/update.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Composed image retrieval, text only ("like this photo, but ..."): a reference image's text and a
+    modification rank a gallery; R@K on CIRR, FashionIQ and GeneCIS; see eval/README.md."""
+    _composed(ctx, dataset, data_dir, captions, modes, embedder, device, composer, out, results_md, quiet)
+
+
+def _composed(ctx: typer.Context, dataset: str, data_dir: Path | None, captions: str | None, modes: str,
+              embedder: str | None, device: Device, composer: list[Path] | None, out: Path | None,
+              results_md: Path | None, quiet: bool) -> None:
+    from ..composed import evaluate as ce
+    from ..evaluation.report import command_line
+
+    result = ce.run_composed(dataset, data_dir, captions, modes.split(","), embedder, device.value, not quiet,
+                             command_line(ctx), composers=composer or ())
+    typer.echo(ce.format_table(result))
+    written = [ce.write_json(result, (out or config.eval_dir(f"composed-{dataset}")) / "results.json")]
+    if results_md is not None:
+        written.append(ce.update_markdown(result, results_md))
     typer.echo("wrote " + ", ".join(str(p.absolute()) for p in written), err=True)
 
 
@@ -134,7 +163,7 @@ def train_composer(
     """Train a learned composer on the FashionIQ train split, for `search --like --composer learned` and eval.
 
     Reads official/cap.*.train.json and the BLIP-2 captions of the train images (never the val split
-    that `mllmret eval --task composed --dataset fashioniq` scores); 10% of the training queries pick
+    that `mllmret eval-composed --dataset fashioniq` scores); 10% of the training queries pick
     the epoch."""
     from ..composed import training as cm
     from ..composed.benchmarks import fashioniq_triplets

@@ -165,7 +165,7 @@ def load(dataset: str, root: Path | None = None, captions: str | None = None) ->
         return load_fashioniq(root)
     if dataset == "genecis":
         return load_genecis(root)
-    raise BenchmarkError(f"--dataset for --task composed is one of {', '.join(DATASETS)}, not {dataset!r}")
+    raise BenchmarkError(f"--dataset of eval-composed is one of {', '.join(DATASETS)}, not {dataset!r}")
 
 
 def fashioniq_triplets(root: Path | None = None, split: str = "train",

@@ -1,4 +1,4 @@
-"""`mllmret eval --task composed`: text-only composed image retrieval on CIRR, FashionIQ and GeneCIS.
+"""`mllmret eval-composed`: text-only composed image retrieval on CIRR, FashionIQ and GeneCIS.
 
 Every gallery image is its caption (from other captioners, see benchmarks.py). Conditions, side by side:
 the modification only; the reference image's caption only; reference caption + modification (one text);

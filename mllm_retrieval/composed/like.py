@@ -193,9 +193,9 @@ def resolve_reference(store: Store, ref: str | int | os.PathLike, run_ids: Seque
 
 def _add(store: Store, path: Path, captioner: Captioner, prompt: Prompt, grid: str,
          run_ids: Sequence[int] | None) -> Reference:
-    from ..capture.pipeline import caption_paths
+    from ..capture.pipeline import CaptionSettings, caption_paths
 
-    summary = caption_paths(store, [path], captioner, prompt, grid=grid, progress=False)
+    summary = caption_paths(store, [path], captioner, prompt, CaptionSettings(grid=grid), progress=False)
     if summary.failed:
         raise MllmretError(f"--like {path}: could not add it: {summary.failed[0].reason}")
     image_id = _stored_image(store, path)

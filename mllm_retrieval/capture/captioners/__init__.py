@@ -1,4 +1,5 @@
-"""Captioning backends: transformers (local models), openai (any compatible server)."""
+"""Captioning backends: transformers (local models), openai (any compatible server), import (captions
+made elsewhere)."""
 
 from .base import Captioner, backend_options, backends, get_captioner, register, unregister
 

@@ -27,13 +27,16 @@ class Captioner(Protocol):
         ...
 
 
-# Optional: a captioner may define check() -> None, called before any work to fail fast.
+# Optional: a captioner may define check() -> None, called before any work to fail fast, and
+# store_text(store, progress) -> ImportSummary when its text comes with it (import): it is then
+# stored as it is, and no image is opened.
 
 
 Factory = Callable[..., Captioner]
 _REGISTRY: dict[str, str | Factory] = {
     "transformers": "mllm_retrieval.capture.captioners.hf:TransformersCaptioner",
     "openai": "mllm_retrieval.capture.captioners.openai_compat:OpenAICaptioner",
+    "import": "mllm_retrieval.capture.captioners.jsonl_import:ImportCaptioner",
 }
 
 
@@ -61,17 +64,11 @@ def factory(backend: str) -> str | Factory:
 
 
 def _factory(backend: str) -> Factory:
-    try:
-        factory = _REGISTRY[backend]
-    except KeyError:
-        raise UnknownBackend(
-            f"unknown backend {backend!r}: use one of {', '.join(backends())}, "
-            "or `mllmret import` for captions made elsewhere"
-        ) from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-    return factory
+    entry = factory(backend)
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+    return entry
 
 
 def backend_options(backend: str) -> frozenset[str] | None:
