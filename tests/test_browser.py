@@ -349,3 +349,31 @@ def test_text_read_in_a_photo_is_listed_and_its_boxes_drawn(page, tmp_path):
         assert page.locator("#view .box.ocr").count() == 2  # both lines share the fake's box
         assert page.locator("#view .box.ocr.found").count() == 1  # only the searchable line holds the word
         shot(page, "ocr-image")
+
+
+def test_related_words_from_feedback_refine_the_query(page, tmp_path):
+    import json
+
+    from test_feedback import BIRD, FILLER, PIGEONS, Words
+
+    from mllm_retrieval.library.jsonl import import_jsonl
+    from mllm_retrieval.library.store import Store
+    from mllm_retrieval.search.searcher import Searcher
+
+    texts = PIGEONS + [BIRD] + [FILLER[i % len(FILLER)] for i in range(70)]
+    lines = tmp_path / "pigeons.jsonl"  # images known by id only (no files: no thumbnails to fetch)
+    lines.write_text("".join(json.dumps({"image_id": f"img{n}", "model": "m", "text": f"Caption: {t}"}) + "\n"
+                             for n, t in enumerate(texts)))
+    db = tmp_path / "pigeons.db"
+    with Store(db) as store:
+        import_jsonl(store, lines, progress=False)
+        Searcher(store, mode="hybrid", embedder=Words()).search("pigeon")  # embeds the library
+    with Server(db, mode="hybrid", embedder=Words()) as server:
+        page.goto(f"{server.url}/?q=pigeon")
+        page.wait_for_selector("#related:not([hidden]) .chip")
+        related = page.locator("#related")
+        assert related.locator(".label").inner_text() == "Related:"
+        shot(page, "15-related-words")
+        related.locator(".add", has_text=re.compile("^bridge$")).click()
+        page.wait_for_function("() => new URL(location).searchParams.get('q') === 'pigeon bridge'")
+        assert page.input_value("#q") == "pigeon bridge"

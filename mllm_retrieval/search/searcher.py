@@ -19,7 +19,7 @@ from ..capture.tiling import Box, tile_name
 from ..errors import MllmretError
 from ..library.store import Store
 from . import fusion
-from .documents import TileTokens, tile_documents
+from .documents import VAGUE, TileTokens, tile_documents
 from .expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT, Feedback, prf_terms, rocchio
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex
@@ -237,7 +237,7 @@ class Searcher:
         for t in texts:
             for token, word in surface_words(" , ".join(t.tags) + " " + t.caption).items():
                 shown.setdefault(token, word)
-        self.suggested = tuple(shown.get(t, t) for t in extra)
+        self.suggested = tuple(w for w in (shown.get(t, t) for t in extra) if w not in VAGUE)  # ranks by all
         base = list(weights) if weights is not None else [1.0] * len(terms)
         return [*terms, *extra], base + [weight] * len(extra)
 
