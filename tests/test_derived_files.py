@@ -47,7 +47,7 @@ def found(db: Path, word: str) -> list[str]:
 
 
 def index_file(db: Path) -> Path:
-    [path] = db.parent.glob(f"{db.name}.index-*.npz")
+    [path] = db.parent.glob(f"{db.name}.index-????????????.npz")  # the base, not its segments
     return path
 
 
