@@ -59,18 +59,22 @@ def test_the_sparse_engine_merges_its_delta_by_insertion_exactly(monkeypatch):
     monkeypatch.setattr(sparse_engine, "MERGE_AT", 500)  # every add past the first merges into the base
     words, docs = zipf_corpus(2500, seed=4)
     fast, ref = get_engine("sparse"), get_engine("rank-bm25")
-    for start in range(0, 2500, 250):
-        fast.add(docs[start : start + 250])
-        ref.add(docs[start : start + 250])
-        fast.remove(range(start, start + 250, 7))
-        ref.remove(range(start, start + 250, 7))
-    assert not fast._delta or fast._delta_size <= 500
     rng = random.Random(2)
-    for _ in range(100):
-        terms = rng.sample(words[:300], rng.randint(1, 3))
-        a, b = fast.search(terms, 10), ref.search(terms, 10)
-        assert [d for d, _ in a] == [d for d, _ in b]
-        assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-9)
+    bases, chunks = set(), 0
+    for start in range(0, 2500, 125):
+        fast.add(docs[start : start + 125])
+        ref.add(docs[start : start + 125])
+        if start % 500 == 0:  # some rounds only add: document frequencies are kept up to date, not recounted
+            fast.remove(range(start, start + 125, 7))
+            ref.remove(range(start, start + 125, 7))
+        bases.add(len(fast.post_docs))
+        chunks = max(chunks, len(fast._delta))
+        for _ in range(10):
+            terms = rng.sample(words[:300], rng.randint(1, 3))
+            a, b = fast.search(terms, 10), ref.search(terms, 10)
+            assert [d for d, _ in a] == [d for d, _ in b]
+            assert np.allclose([s for _, s in a], [s for _, s in b], rtol=1e-9)
+    assert len(bases) > 3 and chunks > 1, "merged into the base several times, searched in chunks too"
 
 
 def test_a_segment_replayed_on_its_base_gives_the_same_index_and_purge_changes_no_score():

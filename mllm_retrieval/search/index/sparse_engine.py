@@ -25,6 +25,7 @@ from .base import EPSILON, K1, B
 
 MERGE_AT = 262_144  # delta postings before they are merged into the base (at least)
 MERGE_FRACTION = 0.125  # or this share of the base's postings, if more
+MAX_CHUNKS = 16  # delta chunks (one per add) searched before they are merged into the base
 
 
 class SparseEngine:
@@ -40,8 +41,9 @@ class SparseEngine:
         self.indptr = np.zeros(1, dtype=np.int64)
         self.post_docs = np.zeros(0, dtype=np.int32)
         self.post_tfs = np.zeros(0, dtype=np.float32)
-        self._delta: dict[int, tuple[list[int], list[int]]] = {}
+        self._delta: list[tuple[np.ndarray, np.ndarray]] = []  # sorted (term<<32|doc, tf) chunks, newer docs
         self._delta_size = 0
+        self._df: np.ndarray | None = None  # live documents per term, kept up to date through adds
         self._idf: np.ndarray | None = None
         self._saved = (0, 0)  # (documents, terms) already on disk: a segment holds what came after
         self._unsaved: list[tuple[np.ndarray, np.ndarray]] = []  # (keys, tfs) of documents since then
@@ -69,15 +71,15 @@ class SparseEngine:
 
     def _put(self, keys: np.ndarray, tfs: np.ndarray) -> None:
         """Sorted (term<<32|doc, tf) pairs of new documents into the delta, or merged into the base."""
-        if self._delta_size + len(keys) > max(MERGE_AT, MERGE_FRACTION * len(self.post_docs)) or \
-                len(self.post_docs) == 0:
-            self._merge(keys, tfs)
-        else:
-            for key, tf in zip(keys.tolist(), tfs.tolist(), strict=True):
-                docs_, tfs_ = self._delta.setdefault(key >> 32, ([], []))
-                docs_.append(key & 0xFFFFFFFF)
-                tfs_.append(tf)
+        if self._df is not None:
+            self._df = _grown(self._df, len(self.terms))
+            self._df += np.bincount(keys >> 32, minlength=len(self.terms))
+        if len(keys):
+            self._delta.append((keys, tfs.astype(np.float32)))
             self._delta_size += len(keys)
+        if self._delta_size > max(MERGE_AT, MERGE_FRACTION * len(self.post_docs)) or \
+                len(self._delta) > MAX_CHUNKS or len(self.post_docs) == 0:
+            self._flush()
 
     def _encode(self, docs: Sequence[list[str]], start: int) -> tuple[np.ndarray, np.ndarray]:
         vocab, terms = self.vocab, self.terms
@@ -93,28 +95,25 @@ class SparseEngine:
         doc_ids = np.repeat(np.arange(start, start + len(docs), dtype=np.int64), lengths)
         return np.asarray(flat, dtype=np.int64), doc_ids
 
-    def _merge(self, keys: np.ndarray, tfs: np.ndarray) -> None:
-        """Fold the delta and new sorted (term<<32|doc, tf) pairs into the CSR base. Their documents are
-        newer than the base's, so each posting goes at the end of its term's run: an insert, not a sort."""
-        parts_k, parts_t = [], []
-        for tid, (docs_, tfs_) in self._delta.items():
-            parts_k.append(np.int64(tid) << 32 | np.asarray(docs_, dtype=np.int64))
-            parts_t.append(np.asarray(tfs_, dtype=np.float32))
-        parts_k.append(keys)
-        parts_t.append(tfs.astype(np.float32))
-        new_k, new_t = np.concatenate(parts_k), np.concatenate(parts_t)
-        order = np.argsort(new_k, kind="stable")  # the new pairs only (the base is already in order)
+    def _flush(self) -> None:
+        """Fold the delta into the CSR base. Its documents are newer than the base's, so each posting goes
+        at the end of its term's run: an insert (one copy of the base), not a sort of it."""
+        if not self._delta:
+            return
+        new_k = np.concatenate([k for k, _ in self._delta])
+        new_t = np.concatenate([t for _, t in self._delta])
+        order = np.argsort(new_k, kind="stable")  # the delta only (the base is already in order)
         new_k, new_t = new_k[order], new_t[order]
         term_of = new_k >> 32
         n_terms = len(self.terms)
-        old_ptr = np.concatenate([self.indptr, np.full(n_terms + 1 - len(self.indptr), self.indptr[-1])])
+        old_ptr = _grown(self.indptr, n_terms + 1, self.indptr[-1])
         at = old_ptr[term_of + 1]  # after the term's last posting in the base
         self.post_docs = np.insert(self.post_docs, at, (new_k & 0xFFFFFFFF).astype(np.int32))
         self.post_tfs = np.insert(self.post_tfs, at, new_t)
         added = np.zeros(n_terms + 1, dtype=np.int64)
         np.cumsum(np.bincount(term_of, minlength=n_terms), out=added[1:])
         self.indptr = old_ptr + added
-        self._delta, self._delta_size = {}, 0
+        self._delta, self._delta_size = [], 0
 
     def remove(self, doc_ids: Iterable[int]) -> None:
         """Tombstone documents: they leave results and corpus statistics at once."""
@@ -122,7 +121,7 @@ class SparseEngine:
         if len(ids):
             self.alive[ids] = False
             self._removed.append(ids)
-            self._idf = None
+            self._df = self._idf = None  # their terms are not at hand: counted again when next needed
 
     def dead(self) -> int:
         """Tombstoned documents still held."""
@@ -143,21 +142,18 @@ class SparseEngine:
         self._idf = None
         return new_id
 
-    def _flush(self) -> None:
-        """Merge the delta into the base."""
-        if self._delta:
-            self._merge(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-
     # querying
     def _postings(self, tid: int) -> tuple[np.ndarray, np.ndarray]:
-        docs, tfs = np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.float32)
+        docs, tfs = [np.zeros(0, dtype=np.int32)], [np.zeros(0, dtype=np.float32)]
         if tid < len(self.indptr) - 1:
             lo, hi = self.indptr[tid], self.indptr[tid + 1]
-            docs, tfs = self.post_docs[lo:hi], self.post_tfs[lo:hi]
-        if tid in self._delta:
-            d, t = self._delta[tid]
-            docs = np.concatenate([docs, np.asarray(d, dtype=np.int32)])
-            tfs = np.concatenate([tfs, np.asarray(t, dtype=np.float32)])
+            docs[0], tfs[0] = self.post_docs[lo:hi], self.post_tfs[lo:hi]
+        for keys, chunk_tfs in self._delta:
+            lo, hi = np.searchsorted(keys, [tid << 32, (tid + 1) << 32])
+            if hi > lo:
+                docs.append((keys[lo:hi] & 0xFFFFFFFF).astype(np.int32))
+                tfs.append(chunk_tfs[lo:hi])
+        docs, tfs = (docs[0], tfs[0]) if len(docs) == 1 else (np.concatenate(docs), np.concatenate(tfs))
         keep = self.alive[docs]
         return docs[keep], tfs[keep]
 
@@ -166,10 +162,13 @@ class SparseEngine:
         if self._idf is not None:
             return self._idf
         n_terms = len(self.terms)
-        base_terms = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
-        df = np.bincount(base_terms[self.alive[self.post_docs]], minlength=n_terms).astype(np.float64)
-        for tid, (docs_, _) in self._delta.items():
-            df[tid] += np.count_nonzero(self.alive[np.asarray(docs_, dtype=np.int64)])
+        if self._df is None:
+            live = np.concatenate([[0], np.cumsum(self.alive[self.post_docs], dtype=np.int64)])
+            df = _grown(live[self.indptr[1:]] - live[self.indptr[:-1]], n_terms)
+            for keys, _ in self._delta:
+                df += np.bincount(keys[self.alive[keys & 0xFFFFFFFF]] >> 32, minlength=n_terms)
+            self._df = df
+        df = self._df.astype(np.float64)
         n = float(self.alive.sum())
         present = df > 0
         idf = np.zeros(n_terms, dtype=np.float64)
@@ -305,7 +304,9 @@ class SparseEngine:
         self.doc_len = np.concatenate([self.doc_len, doc_len.astype(np.float64)])
         self.alive = np.concatenate([self.alive, np.ones(len(doc_len), dtype=bool)])
         self._put(keys, tfs)
-        self.alive[removed] = False
+        if len(removed):
+            self.alive[removed] = False
+            self._df = None
         self._idf = None
         self.mark_saved()
 
@@ -325,3 +326,7 @@ class SparseEngine:
         engine.mark_saved()
         return engine, extra
 
+
+def _grown(a: np.ndarray, n: int, fill: int = 0) -> np.ndarray:
+    """`a` extended to length n with `fill` (new terms: no postings yet)."""
+    return a if len(a) >= n else np.concatenate([a, np.full(n - len(a), fill, dtype=a.dtype)])
