@@ -23,6 +23,7 @@ import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,16 @@ REBUILD_FRACTION = 0.3  # more changed images than this share of the index: rebu
 FANOUT = 8  # segments of one level merged into one of the next
 BASE_FRACTION = 0.25  # segments holding this share of the base's postings: a new base
 PURGE_FRACTION = 0.2  # tombstoned documents over this share: a new base without them
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """The store's changes between two watermarks, read and tokenised (`StoreIndex.prepare`)."""
+
+    since: int
+    head: int
+    changed: set[int] | None  # None: every image (a rebuild)
+    docs: dict[int, list[str]]
 
 
 class StoreIndex:
@@ -71,29 +82,39 @@ class StoreIndex:
         """Apply what changed in the store since the last sync; returns images re-indexed."""
         head = self.store.change_head()
         if self.engine is None and not self._load(head):
-            return self._rebuild(head)
-        if head == self.watermark:
-            return 0
-        if self.watermark < self.store.changes_floor():  # the rows since the watermark were compacted
-            return self._rebuild(head)
-        changed = self.store.changed_images(self.watermark, head)
-        if len(changed) > REBUILD_FRACTION * max(len(self.image_of), 1000):
-            return self._rebuild(head)
-        docs = keyword_documents(self.store.tile_texts(self.run_ids, changed))
-        self.engine.remove(self.doc_of.pop(i) for i in changed if i in self.doc_of)
-        self._add(docs)
-        self.watermark = head
-        self._save()
-        return len(changed)
+            return self.apply(CatchUp(self.watermark, head, None,
+                                      keyword_documents(self.store.tile_texts(self.run_ids))))
+        return self.apply(self.prepare(head=head))
 
-    def _rebuild(self, head: int) -> int:
-        docs = keyword_documents(self.store.tile_texts(self.run_ids))
-        self.engine, self.doc_of, self.image_of = get_engine(self.engine_name), {}, []
-        self._chain = []  # a new base, never a segment of the old one
-        self._add(docs)
-        self.watermark = head
+    def prepare(self, store: Store | None = None, head: int | None = None) -> CatchUp | None:
+        """What changed since the watermark, read and tokenised (the slow part of a catch-up) without
+        touching the index: `store` may be another connection, on another thread; None: no change."""
+        store = store or self.store
+        head = store.change_head() if head is None else head
+        since = self.watermark
+        if head == since:
+            return None
+        changed = None  # None: everything (the rows since the watermark were compacted, or too many changed)
+        if since >= store.changes_floor():
+            changed = store.changed_images(since, head)
+            if len(changed) > REBUILD_FRACTION * max(len(self.image_of), 1000):
+                changed = None
+        return CatchUp(since, head, changed, keyword_documents(store.tile_texts(self.run_ids, changed)))
+
+    def apply(self, catch: CatchUp | None) -> int:
+        """Bring the index to what `prepare` read (quick), then save; returns images re-indexed (0 when the
+        index moved on meanwhile: the catch-up was for another state)."""
+        if catch is None or catch.since != self.watermark:
+            return 0
+        if catch.changed is None:
+            self.engine, self.doc_of, self.image_of = get_engine(self.engine_name), {}, []
+            self._chain = []  # a new base, never a segment of the old one
+        else:
+            self.engine.remove(self.doc_of.pop(i) for i in catch.changed if i in self.doc_of)
+        self._add(catch.docs)
+        self.watermark = catch.head
         self._save()
-        return len(docs)
+        return len(catch.docs) if catch.changed is None else len(catch.changed)
 
     def _add(self, docs: dict[int, list[str]]) -> None:
         ids = self.engine.add(list(docs.values()))  # ids continue from the last document
