@@ -70,6 +70,7 @@ class StoreIndex:
         self._chain: list[tuple[int, int, int]] = []  # (token, level, postings): the base, then segments
         self._disk: tuple[int, int] | None = None  # the last file of the chain as this process left it
         self._saved_watermark = 0  # the watermark the chain on disk reflects
+        self.follow = True  # catch up before every search; False: the owner does (serve, in the background)
 
     def _path(self) -> Path | None:
         if self.store.path is None or self.engine_name != "sparse":
@@ -264,14 +265,14 @@ class StoreIndex:
     def search(self, terms: Sequence[str], k: int, must: Sequence[str] = (), exclude: Sequence[str] = (),
                weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
         """Top-k (image_id, score) after catching up with the store; `weights`: one per term (default 1)."""
-        self.sync()
+        self._ready()
         hits = self.engine.search(terms, k, must, exclude, weights)
         return [(self.image_of[d], s) for d, s in hits]
 
     def scores(self, terms: Sequence[str], must: Sequence[str] = (), exclude: Sequence[str] = (),
                weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(image ids, BM25 scores) of every image that matches, unordered, after catching up."""
-        self.sync()
+        self._ready()
         if isinstance(self.engine, SparseEngine):
             docs, scores = self.engine.candidates(terms, must, exclude, weights)
         else:
@@ -282,7 +283,7 @@ class StoreIndex:
 
     def images_with(self, terms: Sequence[str], every: bool = True) -> np.ndarray:
         """Image ids whose text holds every one (or, with every=False, any one) of the terms."""
-        self.sync()
+        self._ready()
         found = None
         for term in dict.fromkeys(terms):
             docs = np.asarray(self.engine.docs_with(term), dtype=np.int64)
@@ -290,6 +291,11 @@ class StoreIndex:
         if found is None:
             return np.zeros(0, dtype=np.int64)
         return self._images()[found]
+
+    def _ready(self) -> None:
+        """Caught up with the store (or, when not following it, at least loaded)."""
+        if self.follow or self.engine is None:
+            self.sync()
 
     def _images(self) -> np.ndarray:
         """image_of as an array (cached until it changes: it only grows, or is replaced)."""
