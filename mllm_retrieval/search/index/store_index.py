@@ -144,10 +144,11 @@ class StoreIndex:
         segments = sum(p for _, _, p in self._chain[1:]) + self.engine.unsaved()
         return segments > BASE_FRACTION * base or self.engine.dead() > PURGE_FRACTION * len(self.image_of)
 
-    def _stamp_arrays(self, token: int) -> dict[str, np.ndarray]:
+    def _stamp_arrays(self, token: int, first_doc: int = 0) -> dict[str, np.ndarray]:
+        """The file's stamp, and the images of its documents from `first_doc` on."""
         made = stamp(self.store, self.watermark)
         return {
-            "image_of": np.asarray(self.image_of, dtype=np.int64),
+            "image_of": np.asarray(self.image_of[first_doc:], dtype=np.int64),
             "watermark": np.asarray([self.watermark], dtype=np.int64),
             "format": np.asarray([FORMAT], dtype=np.int64),
             "library": np.frombuffer(made.library.encode(), dtype=np.uint8),
@@ -177,9 +178,8 @@ class StoreIndex:
         seg = self.engine.segment()
         postings = len(seg["keys"]) + len(seg["removed"])
         n, token = len(self._chain), _token()
-        arrays = {**seg, **self._stamp_arrays(token), "parent": np.asarray([self._chain[-1][0]], np.int64),
-                  "level": np.asarray([0], dtype=np.int64)}
-        arrays["image_of"] = arrays["image_of"][seg["span"][0]:]  # the segment's new documents' images
+        arrays = {**seg, **self._stamp_arrays(token, int(seg["span"][0])),
+                  "parent": np.asarray([self._chain[-1][0]], np.int64), "level": np.asarray([0], np.int64)}
         _write(self._segment_path(n), arrays)
         self._segment_path(n + 1).unlink(missing_ok=True)  # a stale chain's next segment, if any
         self.engine.mark_saved()
@@ -300,8 +300,11 @@ class StoreIndex:
     def _images(self) -> np.ndarray:
         """image_of as an array (cached until it changes: it only grows, or is replaced)."""
         cached = getattr(self, "_image_cache", None)
-        if cached is None or cached[0] is not self.image_of or len(cached[1]) != len(self.image_of):
+        if cached is None or cached[0] is not self.image_of or len(cached[1]) > len(self.image_of):
             cached = self._image_cache = (self.image_of, np.asarray(self.image_of, dtype=np.int64))
+        elif len(cached[1]) < len(self.image_of):  # grown by a catch-up: convert only the new tail
+            tail = np.asarray(self.image_of[len(cached[1]):], dtype=np.int64)
+            cached = self._image_cache = (self.image_of, np.concatenate([cached[1], tail]))
         return cached[1]
 
     def idf(self, term: str) -> float:
