@@ -5,16 +5,12 @@ orphaned segment is never used: the index catches up from the database instead, 
 from __future__ import annotations
 
 import logging
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_derived_files import killed_while_running
 from test_index import zipf_corpus
 from test_search import add
 
@@ -40,6 +36,14 @@ def recaption(store: Store, names: list[str], seed: int) -> None:
     run = store.get_or_create_run("t", f"again{seed}", {})
     for name in names:
         add(store, name, "Tags: " + ", ".join(rng.sample(WORDS, 8)), run=run)
+
+
+def indexed(store: Store, n: int) -> StoreIndex:
+    """n captioned images and their keyword index, saved."""
+    caption(store, n, seed=1)
+    index = StoreIndex(store)
+    index.sync()
+    return index
 
 
 def agrees_with_a_rebuild(store: Store, index: StoreIndex) -> None:
@@ -101,9 +105,7 @@ def test_a_segment_replayed_on_its_base_gives_the_same_index_and_purge_changes_n
 def test_a_catch_up_writes_a_segment_not_the_whole_index(tmp_path):
     db = tmp_path / "lib.db"
     with Store(db) as store:
-        caption(store, 300, seed=1)
-        index = StoreIndex(store)
-        index.sync()
+        index = indexed(store, 300)
         base = files(db)
         caption(store, 10, seed=2, start=300)
         assert index.sync() == 10
@@ -122,9 +124,7 @@ def test_segments_merge_by_level_then_into_a_new_base_and_tombstones_are_purged(
     monkeypatch.setattr(store_index, "FANOUT", 3)
     db = tmp_path / "lib.db"
     with Store(db) as store:
-        caption(store, 400, seed=1)
-        index = StoreIndex(store)
-        index.sync()
+        index = indexed(store, 400)
         base_inode = files(db)[index.path.name]
         levels = []
         for round_ in range(10):
@@ -148,9 +148,7 @@ def test_segments_merge_by_level_then_into_a_new_base_and_tombstones_are_purged(
 def test_segments_past_a_quarter_of_the_base_make_a_new_base(tmp_path):
     db = tmp_path / "lib.db"
     with Store(db) as store:
-        caption(store, 100, seed=1)
-        index = StoreIndex(store)
-        index.sync()
+        index = indexed(store, 100)
         for round_ in range(4):
             caption(store, 10, seed=20 + round_, start=100 + 10 * round_)
             index.sync()
@@ -161,9 +159,7 @@ def test_segments_past_a_quarter_of_the_base_make_a_new_base(tmp_path):
 
 def two_segments(db: Path) -> list[Path]:
     with Store(db) as store:
-        caption(store, 200, seed=1)
-        index = StoreIndex(store)
-        index.sync()
+        index = indexed(store, 200)
         for round_ in range(2):
             caption(store, 5, seed=30 + round_, start=200 + 5 * round_)
             recaption(store, [f"img{round_}"], seed=60 + round_)
@@ -230,16 +226,8 @@ for i in range(10_000):
 def test_kill_9_during_catch_ups_leaves_an_index_that_agrees_with_the_database(tmp_path):
     db = tmp_path / "lib.db"
     with Store(db) as store:
-        caption(store, 300, seed=1)
-        StoreIndex(store).sync()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for round_ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(db), str(Path(__file__).parent)], env=env,
-                                stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.3 + 0.4 * round_)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        indexed(store, 300)
+    for _ in killed_while_running(SAVER, [str(db), str(Path(__file__).parent)], [0.3, 0.7, 1.1, 1.5]):
         with Store(db) as store:
             index = StoreIndex(store)
             assert index._load(store.change_head()), "the base and a chain of whole segments always load"
