@@ -5,6 +5,7 @@ orphaned segment is never used: the index catches up from the database instead, 
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 
@@ -232,3 +233,23 @@ def test_kill_9_during_catch_ups_leaves_an_index_that_agrees_with_the_database(t
             index = StoreIndex(store)
             assert index._load(store.change_head()), "the base and a chain of whole segments always load"
             agrees_with_a_rebuild(store, index)
+
+
+def test_a_segment_damaged_before_its_merge_makes_a_new_base_not_an_error(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(store_index, "FANOUT", 2)
+    db = tmp_path / "lib.db"
+    with Store(db) as store:
+        index = indexed(store, 200)
+        caption(store, 2, seed=5, start=200)
+        index.sync()
+        [first] = chained_segments(index.path)
+        st = first.stat()
+        first.write_bytes(bytes(st.st_size))  # zeroed in place (a disk fault), same size and time
+        os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns))
+        caption(store, 2, seed=6, start=202)
+        with caplog.at_level(logging.WARNING):
+            index.sync()  # the second segment: the two would merge, and the first cannot be read
+        assert "writing the whole index" in caplog.text and chained_segments(index.path) == []
+        agrees_with_a_rebuild(store, index)
+    with Store(db) as store:
+        agrees_with_a_rebuild(store, StoreIndex(store))

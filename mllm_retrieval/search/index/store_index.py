@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,12 @@ class StoreIndex:
         self._saved_watermark = self.watermark
         level = 0
         while len(self._chain) > FANOUT and all(lv == level for _, lv, _ in self._chain[-FANOUT:]):
-            self._merge_segments(len(self._chain) - FANOUT, level + 1)
+            try:
+                self._merge_segments(len(self._chain) - FANOUT, level + 1)
+            except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a segment went bad on disk
+                log.warning("search index: segments unreadable (%s); writing the whole index", e)
+                self._write_base()
+                return
             level += 1
         self._disk = file_stamp(self._last_file())
 
