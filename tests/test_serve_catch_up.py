@@ -98,3 +98,27 @@ def test_image_lookups_never_wait_behind_a_search(tmp_path, monkeypatch):
             assert not finished.is_set(), "answered while the search thread was still busy"
         finally:
             done.set()
+
+
+def test_a_failed_background_catch_up_is_one_line_and_the_next_search_tries_again(tmp_path, monkeypatch,
+                                                                                   caplog):
+    monkeypatch.setattr(web_library, "INLINE_CATCH_UP", 2)
+    db, _ = build_library(tmp_path)
+    app = create_app(db, mode="keyword")
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        search(client, "zebra")
+        index = app.state.library.searcher.index
+        real_prepare, calls = index.prepare, []
+
+        def failing_once(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 1:
+                raise OSError("disk I/O error\nsecond line")
+            return real_prepare(*args, **kwargs)
+
+        monkeypatch.setattr(index, "prepare", failing_once)
+        zebras(db, 0, 5)
+        assert search(client, "zebra")["stale"] is True
+        wait_until_fresh(client, "zebra", 5)
+    [line] = [r.getMessage() for r in caplog.records if "catch-up failed" in r.getMessage()]
+    assert "disk I/O error second line" in line and "\n" not in line

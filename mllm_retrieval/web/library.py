@@ -255,11 +255,12 @@ class Catcher:
         try:
             while self.wake.wait() and not self.stopped:
                 self.wake.clear()
-                index = self.lib.searcher.index
-                catch = index.prepare(store)
-                if catch is not None and not self.stopped:
-                    self.lib.pool.submit(index.apply, catch).result()
-        except Exception as e:  # searches go on from the index as it is, and catch up inline when they can
-            log.warning("keyword index catch-up stopped: %s", " ".join(str(e).splitlines())[:300])
+                try:
+                    index = self.lib.searcher.index
+                    catch = index.prepare(store)
+                    if catch is not None and not self.stopped:
+                        self.lib.pool.submit(index.apply, catch).result()
+                except Exception as e:  # searches go on from the index as it is; the next one kicks again
+                    log.warning("keyword index catch-up failed: %s", " ".join(str(e).splitlines())[:300])
         finally:
             store.close()
