@@ -29,8 +29,14 @@ from mllm_retrieval.library.store import Store  # noqa: E402
 from mllm_retrieval.search.searcher import Searcher  # noqa: E402
 
 
-def fill(store: Store, start: int, n: int, seed: int) -> None:
-    """Add n images with a caption for the full image and each 2x2 tile."""
+def fill(store: Store, start: int, n: int, seed: int, chunk: int = 50_000) -> None:
+    """Add n images with a caption for the full image and each 2x2 tile (texts made `chunk` images at a
+    time, so that a million-image library fits in memory)."""
+    for at in range(0, n, chunk):
+        _fill(store, start + at, min(chunk, n - at), seed + at)
+
+
+def _fill(store: Store, start: int, n: int, seed: int) -> None:
     texts = corpus(n * 5, seed=seed)
     run = store.get_or_create_run("bench", "generated", {})
     boxes = grid_boxes(640, 480, "2x2")

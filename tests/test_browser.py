@@ -326,6 +326,7 @@ def test_more_results_load_on_scroll(page, tmp_path):
         assert page.locator("#status").inner_text().startswith("30 images")
         assert page.locator("#more").is_hidden()
         assert page.locator(".card .rank").all_inner_texts()[-1] == "#30"
+        page.wait_for_load_state("networkidle")  # the scrolled-in cards' thumbnails, before the server stops
 
 
 def test_text_read_in_a_photo_is_listed_and_its_boxes_drawn(page, tmp_path):

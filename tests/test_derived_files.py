@@ -47,7 +47,7 @@ def found(db: Path, word: str) -> list[str]:
 
 
 def index_file(db: Path) -> Path:
-    [path] = db.parent.glob(f"{db.name}.index-*.npz")
+    [path] = db.parent.glob(f"{db.name}.index-????????????.npz")  # the base, not its segments
     return path
 
 
@@ -195,6 +195,19 @@ while True:
 """
 
 
+def killed_while_running(code: str, args: list[str], delays: list[float]):
+    """Run `python -c code args` once per delay: wait for it to print "ready", let it work for the delay,
+    kill -9 it; yields after each kill."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for delay in delays:
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        yield
+
+
 def test_kill_9_during_index_saves_leaves_a_usable_index(tmp_path):
     db = tmp_path / "lib.db"
     with Store(db) as store:
@@ -205,13 +218,7 @@ def test_kill_9_during_index_saves_leaves_a_usable_index(tmp_path):
             add(store, f"img{i}", "Tags: " + ", ".join(rng.sample(words, 12)), run=run)
         add(store, "giraffe", "Tags: giraffe, savanna", run=run)
         StoreIndex(store).sync()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    for round_ in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", SAVER, str(db)], env=env, stdout=subprocess.PIPE)
-        assert proc.stdout.readline().strip() == b"ready"
-        time.sleep(0.05 + 0.13 * round_)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    for _ in killed_while_running(SAVER, [str(db)], [0.05 + 0.13 * r for r in range(4)]):
         with Store(db) as store:
             index = StoreIndex(store)
             assert index._load(store.change_head()), "the index file on disk is always a whole one"

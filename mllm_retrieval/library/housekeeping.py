@@ -27,7 +27,8 @@ RATIO = 4  # compact once the log holds more rows than this many times the capti
 KEEP_FRACTION = 1.0  # rows kept: this many times the captions (recent history, so lagging indexes catch up)
 KEEP_MIN = 1024
 TMP_AGE = 600  # seconds: a temporary file older than this is a killed save's leftover
-_DERIVED = re.compile(r"\.(?:index|semantic)-[0-9a-f]{12}(?:\.\d+\.f32|\.npz|\.npz\.lock)")  # after "<db>"
+_DERIVED = re.compile(r"\.(?:index|semantic)-[0-9a-f]{12}(?:\.\d+\.f32|\.seg\d+\.npz|\.npz|\.npz\.lock)")
+_SEGMENT = re.compile(r"\.index-[0-9a-f]{12}\.seg\d+\.npz$")
 _TMP = re.compile(r"\.(?:index|semantic)-[0-9a-f]{12}\..*\.tmp(?:\.npz)?")
 
 
@@ -112,6 +113,8 @@ def _check(store: Store, path: Path, runs: set[int], keyword_format: int,
             return "rows of an unreadable index file"
         file_gen = int(path.name.rsplit(".", 2)[1])
         return "rows of an older generation" if file_gen < gen else None  # newer: a save going on
+    if _SEGMENT.search(path.name):
+        return _check_segment(store, path, runs, keyword_format)
     try:
         with np.load(path) as data:
             if ".index-" in path.name:
@@ -134,6 +137,26 @@ def _check(store: Store, path: Path, runs: set[int], keyword_format: int,
     if any(r not in runs for r in file_runs):
         return "made for runs that no longer exist"
     return None
+
+
+def _check_segment(store: Store, path: Path, runs: set[int], keyword_format: int) -> str | None:
+    """Why a keyword index segment is unusable, or None."""
+    from ..search.index.store_index import chained_segments
+
+    try:
+        with np.load(path) as data:
+            fmt, lib = int(data["format"][0]), data["library"].tobytes().decode()
+            file_runs = data["runs"].tolist()
+    except Exception:
+        return "unreadable, or written by an older version"
+    if fmt != keyword_format:
+        return "written in an older format"
+    if lib != library_id(store):
+        return FOREIGN
+    if any(r not in runs for r in file_runs):
+        return "made for runs that no longer exist"
+    base = path.with_name(path.name.rsplit(".", 2)[0] + ".npz")
+    return None if path in chained_segments(base) else "a segment that does not continue its index file"
 
 
 def remove_unusable(report: DerivedReport) -> list[Path]:

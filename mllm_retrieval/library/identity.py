@@ -10,6 +10,7 @@ moment leaves either the old file or the new one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -121,3 +122,28 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock beside the index files, so two processes (search and serve) never interleave."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no lock; the stamp check in _save still avoids most clashes
+        yield
+        return
+    with path.with_name(f"{path.name}.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def file_stamp(path: Path) -> tuple[int, int] | None:
+    """What the sidecar file looks like now (None: absent), to notice another process's writes."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size

@@ -51,6 +51,7 @@ _HAS_CJK = re.compile(f"[{_CJK}]")
 _KANA_MARKS = "\u3099\u309a"  # voicing marks: ka+mark is ga, a different sound, never an accent
 
 
+@functools.lru_cache(maxsize=1 << 17)  # a library's words repeat: a lookup instead of Snowball
 def stem(word: str) -> str:
     """The index form of a word: irregular plurals made singular, then the Snowball English stem."""
     word = IRREGULAR.get(word, word)
@@ -67,6 +68,8 @@ def _stemmer():
 def fold(text: str) -> str:
     """Lowercase, compatibility forms unified, accents dropped, typographic apostrophes made ASCII; CJK
     recomposed (kana marks, Hangul kept)."""
+    if text.isascii():  # nothing to decompose, drop or recompose (most captions)
+        return text.lower()
     text = unicodedata.normalize("NFKD", text.lower()).translate(_APOSTROPHES)
     if not _HAS_CJK.search(text):
         return "".join(ch for ch in text if not unicodedata.combining(ch))
@@ -94,9 +97,13 @@ def _pieces(word: str) -> list[str]:
 
 def _words(text: str) -> list[str]:
     """The words of a text as typed (folded, "dog's" -> dog), stopwords dropped, before stemming."""
+    text = fold(text)
+    cjk = _HAS_CJK.search(text)
+    if not cjk and "'" not in text:  # the common case, in one pass
+        return [w for w in _WORD.findall(text) if w not in STOPWORDS]
     words = []
-    for match in _WORD.findall(fold(text)):
-        for word in _pieces(match):
+    for match in _WORD.findall(text):
+        for word in _pieces(match) if cjk else (match,):
             word = word.split("'")[0] if word.endswith("'s") else word.replace("'", "")
             if word and word not in STOPWORDS:
                 words.append(word)

@@ -1,7 +1,7 @@
 """`mllmret serve`: a local web page and a small JSON API over the same Store and Searcher as the CLI.
 
-The routes are here; what they compute runs on the database thread (library.py: `Library`, one worker
-thread, as SQLite connections stay on the thread that opened them); response models are in schemas.py;
+The routes are here; what they compute runs on worker threads (library.py: `Library`: searches on one,
+image lookups on another, each with its own SQLite connection); response models are in schemas.py;
 thumbnails are made on the server's thread pool and cached in the data dir.
 Images are served only by their id in the database, from a file that was indexed and is unchanged.
 Search runs in any of the CLI's modes (keyword, semantic, hybrid); the server's default is `serve --mode`.
@@ -149,7 +149,7 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
             counts = library_summary(store) if store else {"database": str(lib.path), "images": 0,
                                                              "captions": 0, "runs": 0}
             return {**counts, "exists": store is not None, "hint": lib.hint(), "mode": lib.mode}
-        return await lib.run(summary)
+        return await lib.read(summary)
 
     @app.get("/api/search", response_model=SearchPage)
     async def search(
@@ -169,13 +169,13 @@ def create_app(db_path: str | Path | None = None, allowed_hosts: list[str] | Non
     @app.get("/api/images/{image_id}")
     async def image(image_id: str) -> dict[str, Any]:
         """One image: every tile with its box, and each tile's tags, caption and raw text per run."""
-        found = await lib.run(detail, _image_id(image_id))
+        found = await lib.read(detail, _image_id(image_id))
         if found is None:
             raise HTTPException(404, "no such image in this database")
         return found
 
     async def _send(request: Request, image_id: str, size: int | None) -> Response:
-        path, sha = await lib.run(file_of, _image_id(image_id))
+        path, sha = await lib.read(file_of, _image_id(image_id))
         if sha is None:
             return _error(404, "no such image in this database")
         if path is None:

@@ -1,11 +1,19 @@
-"""What the API computes, on the database thread: search pages (plain and `like`), an image's detail, the
-file behind an image. SQLite connections stay on the thread that opened them, so every database call runs
-on one worker thread (`Library`)."""
+"""What the API computes: search pages (plain and `like`), an image's detail, the file behind an image.
+
+SQLite connections stay on the thread that opened them, so `Library` keeps one connection per worker
+thread: searches run on the search thread (it owns the Searcher and its indexes), image lookups
+(thumbnails, details, counts) on a reader thread of their own, so they never wait behind a search. While
+`caption` writes the library, a search catches the keyword index up itself when little changed
+(INLINE_CATCH_UP images); past that it answers from the index as it was (`stale`, with a `notice`) and a
+catch-up thread reads and tokenises the new text on its own connection, then applies it on the search
+thread in a moment (index.store_index: `prepare`, `apply`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -25,6 +33,9 @@ from ..search.query import parse_query, why_empty
 from ..search.searcher import DEFAULT_MODE, Searcher
 
 MAX_RESULTS = 2000  # deepest a page of results can reach (offset + k)
+INLINE_CATCH_UP = 256  # changed images a search indexes itself (tens of ms); more: in the background
+
+log = logging.getLogger(__name__)
 
 
 class Library:
@@ -34,25 +45,36 @@ class Library:
     def __init__(self, path: Path, mode: str = DEFAULT_MODE, embedder=None) -> None:
         self.path = path
         self.mode, self.embedder = mode, embedder
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mllmret-db")
-        self.store: Store | None = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="mllmret-db")  # searches
+        self.reader = ThreadPoolExecutor(1, thread_name_prefix="mllmret-read")  # image lookups
+        self._local = threading.local()  # each thread's connection
         self.searcher = None
+        self.catcher = Catcher(self)
 
     async def run(self, fn, *args) -> Any:
-        """fn(self, *args) on the database thread."""
+        """fn(self, *args) on the search thread."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(fn, self, *args))
 
+    async def read(self, fn, *args) -> Any:
+        """fn(self, *args) on the reader thread (quick lookups that must not wait behind a search)."""
+        return await asyncio.get_running_loop().run_in_executor(self.reader, partial(fn, self, *args))
+
     def open(self) -> Store | None:
-        if self.store is None and self.path.exists():
-            self.store = Store(self.path)
-        return self.store
+        """This thread's connection to the database, once it exists."""
+        store = getattr(self._local, "store", None)
+        if store is None and self.path.exists():
+            store = self._local.store = Store(self.path)
+        return store
 
     def close(self) -> None:
         def _close(lib: Library) -> None:
-            if lib.store is not None:
-                lib.store.close()
-        self.pool.submit(_close, self).result()
-        self.pool.shutdown()
+            store = getattr(lib._local, "store", None)
+            if store is not None:
+                store.close()
+        self.catcher.stop()
+        for pool in (self.pool, self.reader):
+            pool.submit(_close, self).result()
+            pool.shutdown()
 
     def hint(self) -> str:
         db = "" if self.path == config.db_path() else f" --db {shlex.quote(str(self.path))}"
@@ -73,9 +95,35 @@ def search_page(lib: Library, q: str, k: int, offset: int, mode: str, like: int 
     if parse_query(q).empty:
         return {**page, "empty": "no_words", "message": why_empty(q)}
     searcher = _searcher(lib, store, mode, more_meaning)
+    stale = _catch_up(lib, store, searcher)
     results = searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
-    return _fill({**page, "notice": searcher.notice, "hidden": searcher.hidden,
+    return _fill({**page, **_notice(searcher, stale), "hidden": searcher.hidden,
                   "suggested": list(searcher.suggested)}, store, results)
+
+
+def _catch_up(lib: Library, store: Store, searcher: Searcher) -> str | None:
+    """Bring the keyword index up to date when that is quick; else leave it to the catch-up thread and
+    return the note that says the results are from the index as it was."""
+    index = searcher.index
+    index.follow = False
+    if index.engine is None:  # the first search loads it (or builds it, once)
+        index.sync()
+        return None
+    head = store.change_head()
+    if head == index.watermark:
+        return None
+    waiting = len(store.changed_images(index.watermark, head))
+    if waiting <= INLINE_CATCH_UP and index.watermark >= store.changes_floor():
+        index.sync()
+        return None
+    lib.catcher.kick()
+    return (f"{waiting} images changed since the keyword index was last brought up to date are being "
+            "indexed now: these results are from before them")
+
+
+def _notice(searcher: Searcher, stale: str | None) -> dict[str, Any]:
+    notes = [n for n in (searcher.notice, stale) if n]
+    return {"notice": "; ".join(notes) or None, "stale": stale is not None}
 
 
 def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int) -> dict[str, Any]:
@@ -88,8 +136,9 @@ def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int
         return {**page, "empty": "no_words", "message": "nothing left to search for: the modification "
                 "removes every word of the reference and adds none"}
     searcher = _searcher(lib, store, mode, page["more_meaning"])
+    stale = _catch_up(lib, store, searcher)
     found = search_like(searcher, reference, modification, min(offset + k + 1, MAX_RESULTS + 1), mode)
-    return _fill({**page, "notice": searcher.notice, "hidden": searcher.hidden}, store, found.results)
+    return _fill({**page, **_notice(searcher, stale), "hidden": searcher.hidden}, store, found.results)
 
 
 def _reference(store: Store, image_id: int) -> Reference:
@@ -170,3 +219,48 @@ def file_of(lib: Library, image_id: int) -> tuple[Path | None, str | None]:
         return None, None
     sha = store.image_sha(image_id)
     return (None, None) if sha is None else (indexed_file(store, image_id), sha)
+
+
+class Catcher:
+    """Keyword index catch-ups on a thread of their own with its own connection: reading and tokenising
+    thousands of new captions never holds up the search thread; only the quick apply (and the segment
+    save) runs there, between searches."""
+
+    def __init__(self, lib: Library) -> None:
+        self.lib = lib
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.stopped = False
+        self.lock = threading.Lock()
+
+    def kick(self) -> None:
+        """Catch up as soon as possible (started on first use)."""
+        with self.lock:
+            if self.stopped:
+                return
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._work, name="mllmret-catch-up", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+
+    def _work(self) -> None:
+        store = Store(self.lib.path)
+        try:
+            while self.wake.wait() and not self.stopped:
+                self.wake.clear()
+                try:
+                    index = self.lib.searcher.index
+                    catch = index.prepare(store)
+                    if catch is not None and not self.stopped:
+                        self.lib.pool.submit(index.apply, catch).result()
+                except Exception as e:  # searches go on from the index as it is; the next one kicks again
+                    log.warning("keyword index catch-up failed: %s", " ".join(str(e).splitlines())[:300])
+        finally:
+            store.close()

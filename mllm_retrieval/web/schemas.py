@@ -65,7 +65,9 @@ class SearchPage(BaseModel):
     message: str | None = None
     hint: str | None = None
     like: LikeInfo | None = None  # a composed search's reference and words
-    notice: str | None = None  # set when a search by meaning was answered by keyword (embeddings missing)
+    notice: str | None = None  # set when a search by meaning was answered by keyword (embeddings missing),
+    # or results come from the keyword index as it was before the latest captions (see `stale`)
+    stale: bool = False  # the keyword index is catching up in the background; these results are from before
     hidden: int = 0  # meaning-only results below the cut-off, left out (more_meaning=true shows them)
     suggested: list[str] = []  # words hybrid feedback drew from the first results (to refine by)
     more_meaning: bool = False  # the request asked for them too

@@ -19,7 +19,6 @@ loses at most unrecorded rows. A first build saves every CHUNK images: killed, i
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...library.identity import FOREIGN, Stamp, derived_path, stamp, write_atomic
+from ...library.identity import FOREIGN, Stamp, derived_path, file_stamp, locked, stamp, write_atomic
 from ...library.store import Store
 from ..documents import DOCUMENT_VERSION, embedding_texts
 
@@ -101,7 +100,7 @@ class SemanticIndex:
             self._loaded = True
             if not self._load(head):
                 self._reset()
-        elif self.path is not None and _stamp(self.path) not in (self._stamp, None):
+        elif self.path is not None and file_stamp(self.path) not in (self._stamp, None):
             self._load(head)  # another process (serve's embedding thread, `mllmret embed`) saved since
         return head
 
@@ -257,8 +256,8 @@ class SemanticIndex:
         if dead > COMPACT_MIN and dead > COMPACT_FRACTION * self.n:
             self._compact()
         try:
-            with _locked(self.path):
-                if _stamp(self.path) != self._stamp:  # another process wrote since: a generation of ours
+            with locked(self.path):
+                if file_stamp(self.path) != self._stamp:  # another process wrote since: a generation of ours
                     self._gen, self._saved_rows = max(self._gen, _disk_gen(self.path)) + 1, 0
                 vec_path = self._vec_path(self._gen)
                 if self._saved_rows == 0 or not vec_path.exists():
@@ -280,7 +279,7 @@ class SemanticIndex:
                           "check": np.asarray([made.tail, self._crc], dtype=np.int64),
                           "runs": np.asarray(self.run_ids or [], dtype=np.int64)}  # none: all runs
                 write_atomic(self.path, lambda tmp: np.savez(tmp, **arrays), suffix=".tmp.npz")
-                self._saved_rows, self._stamp = self.n, _stamp(self.path)
+                self._saved_rows, self._stamp = self.n, file_stamp(self.path)
                 for old in self.path.parent.glob(f"{self.path.stem}.*.f32"):
                     if old != vec_path:
                         old.unlink(missing_ok=True)
@@ -291,8 +290,8 @@ class SemanticIndex:
         if self.path is None or not self.path.exists():
             return False
         try:
-            with _locked(self.path):
-                seen = _stamp(self.path)
+            with locked(self.path):
+                seen = file_stamp(self.path)
                 with np.load(self.path) as data:
                     fmt, watermark, complete, gen, n, dim = (int(v) for v in data["meta"])
                     name = data["embedder"].tobytes().decode()
@@ -323,31 +322,6 @@ class SemanticIndex:
         self.watermark, self.complete = watermark, bool(complete)
         self._gen, self._saved_rows, self._crc, self._stamp = gen, n, crc & 0xFFFFFFFF, seen
         return True
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive lock beside the index files, so two processes (search and serve) never interleave."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no lock; the stamp check in _save still avoids most clashes
-        yield
-        return
-    with path.with_name(f"{path.name}.lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _stamp(path: Path) -> tuple[int, int] | None:
-    """What the sidecar file looks like now (None: absent), to notice another process's writes."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_size
 
 
 def _disk_gen(path: Path) -> int:
