@@ -53,9 +53,12 @@ def prf_terms(feedback: Sequence[Sequence[str]], query: Sequence[str], idf: Call
               n_terms: int = PRF_TERMS) -> list[str]:
     """The n_terms words that best characterise the feedback documents, the query's words left out."""
     weight: Counter[str] = Counter()
+    idfs: dict[str, float] = {}  # idf once per distinct word (an index's idf may cost a pass over it)
     for doc in feedback:
         for term, tf in Counter(doc).items():
-            weight[term] += tf / len(doc) * idf(term)
+            if term not in idfs:
+                idfs[term] = idf(term)
+            weight[term] += tf / len(doc) * idfs[term]
     for term in query:
         weight.pop(term, None)
     best = sorted(((w, t) for t, w in weight.items() if w > 0), key=lambda x: (-x[0], x[1]))

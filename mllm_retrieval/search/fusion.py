@@ -152,6 +152,12 @@ def _minmax(s: np.ndarray) -> np.ndarray:
     return (s - s.min()) / (s.max() - s.min())
 
 
+def held(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray]) -> int:
+    """How many images either ranking holds (each ranking's ids unique)."""
+    return len(semantic[0]) + int((_positions(np.asarray(semantic[0], dtype=np.int64),
+                                              np.asarray(keyword[0], dtype=np.int64)) < 0).sum())
+
+
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Index in `ids` (unique) of each wanted id; -1 where absent."""
     if not len(ids) or not len(wanted):

@@ -199,7 +199,7 @@ class Searcher:
         method = "rrf" if query_vector is not None else self.fuse_with
         if query_vector is None and (self.feedback or self.feedback is None and mode == "hybrid"):
             fb = Feedback()
-            n = fb.first(len(np.union1d(keyword[0], meaning[0])))
+            n = fb.first(fusion.held(keyword, meaning))
             first = [f.image_id for f in fusion.fuse(keyword, meaning, limit=n, method=method)] if n else []
             if first and terms:
                 terms, term_weights = self._expanded(terms, term_weights, first, fb.terms, fb.weight)

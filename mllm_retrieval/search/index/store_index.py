@@ -315,7 +315,7 @@ class StoreIndex:
 
     def idf(self, term: str) -> float:
         """The engine's idf for a term."""
-        return self.engine.idf(term) if self.engine else 0.0
+        return self.engine.idf(term) if self.engine is not None else 0.0  # not len(): a pass over it
 
 
 def combine(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
