@@ -12,7 +12,7 @@ from fakes import FakeCaptioner, FakeOcr
 from PIL import Image, ImageDraw, ImageFont
 
 from mllm_retrieval.capture import ocr
-from mllm_retrieval.capture.ocr import ocr_tokens, split_run_together
+from mllm_retrieval.capture.ocr import misread_words, ocr_tokens, split_run_together
 from mllm_retrieval.capture.ocr_pipeline import ocr_paths
 from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
@@ -116,6 +116,23 @@ def test_run_together_words_are_split(token, parts):
 def test_ocr_tokens_keep_the_whole_token_then_its_parts():
     pytest.importorskip("wordninja")
     assert ocr_tokens("FRESHFRUIT market\nSTOP") == ["freshfruit", "fresh", "fruit", "market", "stop"]
+
+
+@pytest.mark.parametrize("word,found", [
+    ("niceaurport", ["airport"]), ("rgbinson", ["robinson"]), ("stadiun", ["stadium"]),  # one letter misread
+    ("airport", []), ("robinson", []),  # spelled right
+    ("makepovertyhistory", []), ("bridgestonewmia", []),  # parts that are words are not read again
+    ("omb", []), ("hhg", []), ("uosoar", []),  # too short, or no common word one letter away
+])
+def test_misread_words_are_corrected_to_a_common_word_one_letter_away(word, found):
+    pytest.importorskip("wordninja")
+    assert misread_words(word) == [stem(w) for w in found]
+
+
+def test_ocr_tokens_add_the_word_a_misread_letter_hides():
+    pytest.importorskip("wordninja")
+    assert "airport" in ocr_tokens("NICEAURPORT")
+    assert "airport" not in ocr_tokens("NICEAURPORT", fuzzy=False)
 
 
 def test_missing_extra_fails_with_one_line_naming_it(monkeypatch, tmp_path, photos):

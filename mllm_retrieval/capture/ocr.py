@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import metadata
@@ -36,6 +37,12 @@ SETTINGS: dict[str, Any] = {"text_score": 0.0, "det_limit_side_len": 736, "det_l
                             "max_side_len": 2000, "use_cls": True}
 MIN_SPLIT = 7  # run-together words are split only from this length (shorter ones are rarely two words)
 MIN_PART = 3  # shorter parts of a split are scraps, not words
+# A misread letter (NICEAURPORT, rgbinson) is corrected to a common word one edit away from the token or from
+# a stretch of it, for words of at least FUZZY_MIN letters among wordninja's FUZZY_VOCAB most frequent
+# (shorter or rarer words have too many neighbours: junk read in textures would match them).
+FUZZY_MIN = 6
+FUZZY_VOCAB = 30000
+_LETTERS = re.compile(r"[a-z]+")
 
 
 @dataclass(frozen=True)
@@ -57,13 +64,14 @@ class OcrEngine:
 
     backend = BACKEND
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, settings: dict[str, Any] | None = None) -> None:
         try:
             import rapidocr_onnxruntime
         except ImportError as e:
             raise MllmretError(EXTRA_HINT) from e
         self._package = Path(rapidocr_onnxruntime.__file__).parent
         self._threads = threads
+        self._settings = {**SETTINGS, **(settings or {})}  # other settings: for measuring them
         self._engine = None
 
     @property
@@ -74,17 +82,14 @@ class OcrEngine:
 
     def params(self) -> dict[str, Any]:
         """The settings that change what is read."""
-        return dict(SETTINGS)
+        return dict(self._settings)
 
     def _load(self):
         if self._engine is None:
             from rapidocr_onnxruntime import RapidOCR
 
             threads = {} if self._threads is None else {"intra_op_num_threads": self._threads}
-            self._engine = RapidOCR(text_score=SETTINGS["text_score"], use_cls=SETTINGS["use_cls"],
-                                    max_side_len=SETTINGS["max_side_len"],
-                                    det_limit_side_len=SETTINGS["det_limit_side_len"],
-                                    det_limit_type=SETTINGS["det_limit_type"], **threads)
+            self._engine = RapidOCR(**self._settings, **threads)
         return self._engine
 
     def read(self, image: Image.Image) -> list[Line]:
@@ -127,13 +132,16 @@ def parse_lines(raw: str) -> list[Line]:
         return []
 
 
-def ocr_tokens(text: str) -> list[str]:
-    """Tokens of OCR text, line by line; a run-together word is followed by its parts."""
+def ocr_tokens(text: str, fuzzy: bool = True) -> list[str]:
+    """Tokens of OCR text, line by line; a run-together word is followed by its parts, then (`fuzzy`) the
+    common words that its misread letters hide."""
     tokens: list[str] = []
     for line in text.splitlines():
         for token in tokenize(line):
             tokens.append(token)
             tokens.extend(split_run_together(token))
+        if fuzzy:
+            tokens.extend(t for word in _LETTERS.findall(line.lower()) for t in misread_words(word))
     return tokens
 
 
@@ -151,6 +159,71 @@ def split_run_together(token: str) -> list[str]:
     return [t for p in parts if len(p) >= MIN_PART and not p.isdigit() for t in tokenize(p)]
 
 
+def misread_words(word: str) -> list[str]:
+    """The tokens of common words one edit (a letter changed, added or lost) away from the word or from a
+    stretch of it (FUZZY_MIN+ letters): niceaurport -> airport, rgbinson -> robinson. Stretches that are words
+    as they are (bridgestone in bridgestonewmia) are kept first, then longer stretches go first, so letters
+    are never read again as the neighbour of a part of a word (report in aurport, makeover in makepoverty)."""
+    if len(word) < FUZZY_MIN or not word.isascii():
+        return []
+    vocab = _fuzzy_vocab()
+    if vocab is None or word in vocab[1]:  # a word spelled right is not corrected
+        return []
+    # letters already part of a word: of a common word wordninja finds (blue|shop, never bluish in bluesh),
+    # then of stretches that are words as they are, longer first
+    taken, at = [False] * len(word), 0
+    for part in vocab[3].split(word):
+        if len(part) >= MIN_PART and part in vocab[2]:
+            taken[at:at + len(part)] = [True] * len(part)
+        at += len(part)
+    found: dict[str, None] = {}
+    for exact in (True, False):
+        for size in range(len(word), FUZZY_MIN - 1, -1):
+            for start in range(len(word) - size + 1):
+                part = word[start:start + size]
+                if all(taken[start:start + size]) or (part in vocab[1]) != exact:
+                    continue
+                near = exact or [w for key in _deletes(part) for w in vocab[0].get(key, ())
+                                 if _one_edit(part, w)]
+                if near:
+                    taken[start:start + size] = [True] * size
+                new = [] if exact else [w for w in near if w not in word]  # not one it holds as it is
+                if new:
+                    found[min(new, key=vocab[2].__getitem__)] = None
+    return [t for w in found for t in tokenize(w)]
+
+
+def _deletes(word: str) -> list[str]:
+    return [word, *{word[:i] + word[i + 1:] for i in range(len(word))}]
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """Whether two different words are one letter changed, added or lost apart."""
+    if a == b or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = sorted((a, b), key=len)
+    i = next((i for i, (x, y) in enumerate(zip(short, long, strict=False)) if x != y), len(short))
+    return short[i:] == long[i + 1:]
+
+
+@lru_cache(maxsize=1)
+def _fuzzy_vocab():
+    """Common words of FUZZY_MIN+ letters by each of their one-letter deletions, every known word, the
+    common words' frequency ranks, wordninja."""
+    words = _wordninja()
+    if words is None:
+        return None
+    ranks = {w: r for r, w in enumerate(words[2][:FUZZY_VOCAB])}
+    index: dict[str, list[str]] = {}
+    for w in ranks:
+        if len(w) >= FUZZY_MIN and w.isalpha() and w.isascii():
+            for key in _deletes(w):
+                index.setdefault(key, []).append(w)
+    return index, words[1], ranks, words[0]
+
+
 @lru_cache(maxsize=1)
 def _wordninja():
     """wordninja and its vocabulary, or None when the [ocr] extra is absent (tokens then stay whole)."""
@@ -159,4 +232,5 @@ def _wordninja():
     except ImportError:
         log.warning("wordninja is not installed: run-together OCR words are not split (%s)", EXTRA_HINT)
         return None
-    return wordninja, frozenset(wordninja.DEFAULT_LANGUAGE_MODEL._wordcost)
+    costs = wordninja.DEFAULT_LANGUAGE_MODEL._wordcost
+    return wordninja, frozenset(costs), sorted(costs, key=costs.__getitem__)
