@@ -184,8 +184,19 @@ def test_rapidocr_reads_english_run_together_and_chinese_text_end_to_end(tmp_pat
         assert [Path(r.path).name for r in searcher.search("大学")] == ["library.png"]
         boxes = [json.loads(raw)["lines"] for (raw,) in store.db.execute("SELECT raw FROM captions")]
     assert all(0 <= x <= 640 and 0 <= y <= 360 for lines in boxes for ln in lines for x, y in ln["box"])
+    # read with two box widths, a line read the same twice is stored once
+    assert all(len({ln["text"] for ln in lines}) == len(lines) for lines in boxes)
     out = mllmret("search", "fruit", "--mode", "keyword", "--db", db).output
     assert "bakery.png" in out and "text in photo: fruit" in out
+
+
+def test_a_second_unclip_ratio_reuses_the_detection_of_the_same_image():
+    np = pytest.importorskip("numpy")
+    calls = []
+    infer = ocr._remember_last(lambda x: calls.append(x.sum()) or x.sum())
+    a, b = np.ones((2, 3), dtype=np.float32), np.zeros((2, 3), dtype=np.float32)
+    assert [infer(a), infer(a.copy()), infer(b), infer(a)] == [6, 6, 0, 6]
+    assert calls == [6, 0, 6]
 
 
 def test_image_detail_lists_read_lines_with_boxes_for_the_page(store, photos):
