@@ -129,6 +129,12 @@ def test_misread_words_are_corrected_to_a_common_word_one_letter_away(word, foun
     assert misread_words(word) == [stem(w) for w in found]
 
 
+def test_run_together_words_are_split_before_stemming():
+    pytest.importorskip("wordninja")  # the stem of ricatourism is ricatour: rica + tour, not tourism
+    assert ocr_tokens("RICATOURISM VISITSTROKE") == ["ricatour", "rica", "tourism", "visitstrok", "visit",
+                                                      "stroke"]
+
+
 def test_ocr_tokens_add_the_word_a_misread_letter_hides():
     pytest.importorskip("wordninja")
     assert "airport" in ocr_tokens("NICEAURPORT")

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import MllmretError
 from ..hashing import file_sha256
-from ..search.text import tokenize
+from ..search.text import _words, stem, tokenize
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +162,15 @@ def parse_lines(raw: str) -> list[Line]:
 
 def ocr_tokens(text: str, fuzzy: bool = True) -> list[str]:
     """Tokens of OCR text, line by line; a run-together word is followed by its parts, then (`fuzzy`) the
-    common words that its misread letters hide."""
+    common words that its misread letters hide. Both look at the word as read, before stemming: the stem
+    of RICATOURISM is ricatour, whose parts would be rica and tour, not tourism."""
     tokens: list[str] = []
     for line in text.splitlines():
-        for token in tokenize(line):
-            tokens.append(token)
-            tokens.extend(split_run_together(token))
-        if fuzzy:
-            tokens.extend(t for word in _LETTERS.findall(line.lower()) for t in misread_words(word))
+        for word in _words(line):
+            tokens.append(stem(word))
+            tokens.extend(split_run_together(word))
+            if fuzzy:
+                tokens.extend(t for letters in _LETTERS.findall(word) for t in misread_words(letters))
     return tokens
 
 
