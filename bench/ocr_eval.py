@@ -2,6 +2,9 @@
 
     python bench/ocr_eval.py                           # 154 COCO photos + 96 rendered (~10 min, 2 busy cores)
     python bench/ocr_eval.py --limit 40 --per-size 2   # smoke size
+    python bench/ocr_eval.py --settings '{"unclip_ratios": [1.6]}' --cache before.json  # previous settings
+    python bench/ocr_eval.py --cache after.json --before before.json  # read as shipped; side by side
+    python bench/ocr_eval.py --timing 60               # seconds per photo, shipped vs previous, in turn
 
 (a) Rendered: dictionary words (wordninja's frequency list, ranks 300-5300) drawn onto COCO photos that hold
 no legible text (per eval/ocr_coco_labels.json) in DejaVu fonts at 12-80 px, random colours (half with a
@@ -13,8 +16,9 @@ same tokens and BM25 engine as `mllmret search`), seconds per photo.
 recall and success@1/@5 for each labelled word.
 False matches: the share of text-free photos whose searchable OCR tokens hold any dictionary word.
 Each is given for several confidence thresholds (ocr.MIN_CONFIDENCE is the shipped one) and three ways to
-treat run-together words: none, wordninja splitting (shipped), and character n-grams (a word matches when
-it is a substring of an OCR token, which is what an n-gram index finds).
+treat run-together and misread words: none, wordninja splitting, splitting plus the common words one
+misread letter away (fuzzy: ocr.misread_words, shipped), and character n-grams (a word matches when it is a
+substring of an OCR token, which is what an n-gram index finds).
 """
 
 from __future__ import annotations
@@ -60,8 +64,11 @@ COLOURS = [(255, 255, 255), (0, 0, 0), (230, 30, 30), (250, 220, 0), (30, 60, 20
 CHINESE = ["北京", "上海", "火车站", "超市", "医院", "学校", "银行", "饭店", "出口", "入口", "咖啡", "面包",
            "水果", "书店", "公园", "地铁站", "欢迎光临", "停车场", "药店", "邮局", "博物馆", "机场", "餐厅",
            "酒店"]
+# The engine settings shipped before the issue-15 measurements, for --settings and --before.
+PREVIOUS = {"unclip_ratios": [1.6]}
 THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9)
-WAYS = ("none", "wordninja", "ngram")
+WAYS = ("none", "wordninja", "fuzzy", "ngram")
+SHIPPED_WAY = "fuzzy"
 
 
 def dictionary() -> list[str]:
@@ -129,8 +136,8 @@ def make_rendered(text_free: list[Path], words: list[str], per_size: int, rng: r
 def tokens_for(lines: list[Line], threshold: float, way: str) -> list[str]:
     """The photo's searchable OCR tokens at a threshold, run-together words treated one way."""
     text = searchable_text(lines, threshold)
-    if way == "wordninja":
-        return ocr_tokens(text)
+    if way in ("wordninja", "fuzzy"):
+        return ocr_tokens(text, fuzzy=way == "fuzzy")
     return [t for line in text.splitlines() for t in tokenize(line)]
 
 
@@ -168,6 +175,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: all cores).")
     ap.add_argument("--seed", type=int, default=15)
     ap.add_argument("--cache", type=Path, help="Save what was read here; if it exists, reuse it (no OCR).")
+    ap.add_argument("--settings", type=json.loads, default={},
+                    help='RapidOCR settings to measure instead of the shipped ones (JSON), e.g. the previous '
+                         f'ones: \'{json.dumps(PREVIOUS)}\'')
+    ap.add_argument("--before", type=Path,
+                    help="A --cache read with other settings (same photos, seed): printed beside, as before.")
+    ap.add_argument("--before-way", choices=WAYS, default="wordninja",
+                    help="How the --before reading treats run-together words (default: wordninja).")
+    ap.add_argument("--timing", type=int, default=0,
+                    help="Only time N real photos, read in turn with these settings and the previous ones "
+                         "(a busy machine slows both alike).")
     args = ap.parse_args()
     if not args.images.is_dir():
         sys.exit(f"no photos at {args.images}: pass --images or set MLLMRET_COCO_IMAGES")
@@ -176,7 +193,9 @@ def main() -> None:
     text_free = [p for p in photos if p.name not in labels]
     rng = random.Random(args.seed)
     words = dictionary()
-    engine = OcrEngine(threads=args.threads)
+    engine = OcrEngine(threads=args.threads, settings=args.settings)
+    if args.timing:
+        return timing(photos[: args.timing], engine, OcrEngine(threads=args.threads, settings=PREVIOUS))
     read: dict[str, tuple[list[Line], float]] = {}
 
     def ocr(path: Path) -> None:
@@ -186,10 +205,7 @@ def main() -> None:
         read[path.name] = (lines, time.perf_counter() - t0)
 
     if args.cache and args.cache.exists():
-        saved = json.loads(args.cache.read_text())
-        rendered = [{**r, "path": Path(r["path"])} for r in saved["rendered"]]
-        for name, v in saved["read"].items():
-            read[name] = (parse_lines(json.dumps({"lines": v["lines"]})), v["s"])
+        rendered, read = load_cache(args.cache)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             rendered = make_rendered(text_free, words, args.per_size, rng, Path(tmp))
@@ -201,13 +217,16 @@ def main() -> None:
             print(file=sys.stderr)
         if args.cache:
             args.cache.write_text(json.dumps({
+                "settings": engine.params(),
                 "rendered": [{**r, "path": r["path"].name} for r in rendered],
                 "read": {n: {"lines": [ln.to_dict() for ln in lines], "s": secs}
                          for n, (lines, secs) in read.items()},
             }, ensure_ascii=False))
+    before = load_cache(args.before)[1] if args.before else None
     base_secs = [read[p.name][1] for p in photos]
     print(f"photos: {len(photos)} real ({len(photos) - len(text_free)} with labelled text, {len(text_free)} "
           f"text-free), {len(rendered)} rendered; dictionary {len(words)} words")
+    print(f"settings: {json.dumps(engine.params() if not args.cache else cache_settings(args.cache))}")
     print(f"seconds per real photo: mean {statistics.mean(base_secs):.2f}, median "
           f"{statistics.median(base_secs):.2f} (threads={args.threads or 'all'})")
     dict_words = set(words)
@@ -219,29 +238,78 @@ def main() -> None:
     for way in WAYS:
         for th in THRESHOLDS:
             m = measure(read, photos, text_free, rendered, labelled, dict_words, th, way)
-            mark = "  <- shipped" if th == MIN_CONFIDENCE and way == "wordninja" else ""
+            mark = "  <- shipped" if th == MIN_CONFIDENCE and way == SHIPPED_WAY else ""
             print(f"{th:.1f} {way:9s}  false {m['false']} | {m['big_recall']} s@1 {m['big_s1']} | "
                   f"{m['compound']} | {m['chinese']} | {m['real_recall']} s@1 {m['real_s1']} "
                   f"s@5 {m['real_s5']}{mark}")
-    print(f"\nby word size (threshold {MIN_CONFIDENCE}, wordninja): recall, success@1, success@5, s/photo")
-    docs = {n: tokens_for(lines, MIN_CONFIDENCE, "wordninja") for n, (lines, _) in read.items()}
-    misses: list[tuple[dict, str]] = []
+    if before:
+        print(f"\nbefore ({args.before.name}, {args.before_way}) -> after (shipped: {SHIPPED_WAY}), "
+              f"threshold {MIN_CONFIDENCE}:")
+        old = measure(before, photos, text_free, rendered, labelled, dict_words, MIN_CONFIDENCE,
+                      args.before_way)
+        new = measure(read, photos, text_free, rendered, labelled, dict_words, MIN_CONFIDENCE, SHIPPED_WAY)
+        for key in ("false", "big_recall", "big_s1", "compound", "chinese", "real_recall", "real_s1",
+                    "real_s5"):
+            print(f"   {key:11s} {old[key]:>18s} -> {new[key]}")
+    print(f"\nby word size (threshold {MIN_CONFIDENCE}, {SHIPPED_WAY}): recall, success@1, success@5, s/photo"
+          + ("; before -> after" if before else ""))
+    rows = by_size(read, rendered, SHIPPED_WAY)
+    old_rows = by_size(before, rendered, args.before_way) if before else {}
+    for key, row in rows.items():
+        was = old_rows.get(key)
+        cells = [f"{was[i]} -> {row[i]}" if was else row[i] for i in range(4)]
+        print(f"   {key[0]:8s} {key[1]:3d}px  recall {cells[0]}  s@1 {cells[1]}  s@5 {cells[2]}  "
+              f"{cells[3]} s/photo")
+    print("\nmissed (rendered text -> lines read):")
+    docs = {n: tokens_for(lines, MIN_CONFIDENCE, SHIPPED_WAY) for n, (lines, _) in read.items()}
+    for r in rendered:
+        for q in r["queries"]:
+            if not holds(docs[r["path"].name], q, SHIPPED_WAY):
+                lines = [(ln.text, round(ln.confidence, 2)) for ln in read[r["path"].name][0]]
+                print(f"   {r['kind']} {r['px']}px {r['text']!r} ({q}) -> {lines}")
+
+
+def timing(photos: list[Path], engine: OcrEngine, previous: OcrEngine) -> None:
+    """Seconds per photo of two engines, reading each photo in turn (after one warm-up read each)."""
+    secs: dict[str, list[float]] = {"these settings": [], "previous": []}
+    for n, path in enumerate([photos[0], *photos]):
+        image = open_image(path)
+        for name, e in (("these settings", engine), ("previous", previous)):
+            t0 = time.perf_counter()
+            e.read(image)
+            if n:
+                secs[name].append(time.perf_counter() - t0)
+    for name, e in (("these settings", engine), ("previous", previous)):
+        print(f"{name:15s} {json.dumps(e.params())}: mean {statistics.mean(secs[name]):.2f} s/photo, median "
+              f"{statistics.median(secs[name]):.2f} ({len(photos)} photos)")
+
+
+def load_cache(path: Path) -> tuple[list[dict], dict[str, tuple[list[Line], float]]]:
+    """The rendered photos and the lines read (with seconds) that a --cache run saved."""
+    saved = json.loads(path.read_text())
+    rendered = [{**r, "path": Path(r["path"])} for r in saved["rendered"]]
+    return rendered, {name: (parse_lines(json.dumps({"lines": v["lines"]})), v["s"])
+                      for name, v in saved["read"].items()}
+
+
+def cache_settings(path: Path) -> dict:
+    """The engine settings a cache was read with (older caches do not say)."""
+    return json.loads(path.read_text()).get("settings", "not recorded")
+
+
+def by_size(read, rendered, way: str) -> dict[tuple[str, int], tuple[str, str, str, str]]:
+    """Recall, success@1, success@5 and seconds per photo for each kind and size of rendered text."""
+    docs = {n: tokens_for(lines, MIN_CONFIDENCE, way) for n, (lines, _) in read.items()}
+    rows = {}
     for kind in ("word", "compound", "chinese"):
         for px in sorted({r["px"] for r in rendered if r["kind"] == kind}):
             group = [r for r in rendered if r["kind"] == kind and r["px"] == px]
             pairs = [(r["path"].name, q) for r in group for q in r["queries"]]
             rk = ranks(docs, pairs)
             secs = statistics.mean(read[r["path"].name][1] for r in group)
-            recall = [holds(docs[n], q, "wordninja") for n, q in pairs]
-            misses += [(r, q) for r in group for q in r["queries"]
-                       if not holds(docs[r["path"].name], q, "wordninja")]
-            print(f"   {kind:8s} {px:3d}px  recall {pct(recall)}  "
-                  f"s@1 {pct([r == 1 for r in rk])}  s@5 {pct([r is not None and r <= 5 for r in rk])}  "
-                  f"{secs:.2f} s/photo")
-    print("\nmissed (rendered text -> lines read):")
-    for r, q in misses:
-        lines = [(ln.text, round(ln.confidence, 2)) for ln in read[r["path"].name][0]]
-        print(f"   {r['kind']} {r['px']}px {r['text']!r} ({q}) -> {lines}")
+            rows[kind, px] = (pct([holds(docs[n], q, way) for n, q in pairs]), pct([r == 1 for r in rk]),
+                              pct([r is not None and r <= 5 for r in rk]), f"{secs:.2f}")
+    return rows
 
 
 def measure(read, photos, text_free, rendered, labelled, dict_words, th: float, way: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from fakes import FakeCaptioner, FakeOcr
 from PIL import Image, ImageDraw, ImageFont
 
 from mllm_retrieval.capture import ocr
-from mllm_retrieval.capture.ocr import ocr_tokens, split_run_together
+from mllm_retrieval.capture.ocr import misread_words, ocr_tokens, split_run_together
 from mllm_retrieval.capture.ocr_pipeline import ocr_paths
 from mllm_retrieval.capture.pipeline import CaptionSettings, caption_paths
 from mllm_retrieval.capture.prompts import load_prompt
@@ -118,6 +118,29 @@ def test_ocr_tokens_keep_the_whole_token_then_its_parts():
     assert ocr_tokens("FRESHFRUIT market\nSTOP") == ["freshfruit", "fresh", "fruit", "market", "stop"]
 
 
+@pytest.mark.parametrize("word,found", [
+    ("niceaurport", ["airport"]), ("rgbinson", ["robinson"]), ("stadiun", ["stadium"]),  # one letter misread
+    ("airport", []), ("robinson", []),  # spelled right
+    ("makepovertyhistory", []), ("bridgestonewmia", []),  # parts that are words are not read again
+    ("omb", []), ("hhg", []), ("uosoar", []),  # too short, or no common word one letter away
+])
+def test_misread_words_are_corrected_to_a_common_word_one_letter_away(word, found):
+    pytest.importorskip("wordninja")
+    assert misread_words(word) == [stem(w) for w in found]
+
+
+def test_run_together_words_are_split_before_stemming():
+    pytest.importorskip("wordninja")  # the stem of ricatourism is ricatour: rica + tour, not tourism
+    assert ocr_tokens("RICATOURISM VISITSTROKE") == ["ricatour", "rica", "tourism", "visitstrok", "visit",
+                                                      "stroke"]
+
+
+def test_ocr_tokens_add_the_word_a_misread_letter_hides():
+    pytest.importorskip("wordninja")
+    assert "airport" in ocr_tokens("NICEAURPORT")
+    assert "airport" not in ocr_tokens("NICEAURPORT", fuzzy=False)
+
+
 def test_missing_extra_fails_with_one_line_naming_it(monkeypatch, tmp_path, photos):
     import builtins
 
@@ -167,8 +190,19 @@ def test_rapidocr_reads_english_run_together_and_chinese_text_end_to_end(tmp_pat
         assert [Path(r.path).name for r in searcher.search("大学")] == ["library.png"]
         boxes = [json.loads(raw)["lines"] for (raw,) in store.db.execute("SELECT raw FROM captions")]
     assert all(0 <= x <= 640 and 0 <= y <= 360 for lines in boxes for ln in lines for x, y in ln["box"])
+    # read with two box widths, a line read the same twice is stored once
+    assert all(len({ln["text"] for ln in lines}) == len(lines) for lines in boxes)
     out = mllmret("search", "fruit", "--mode", "keyword", "--db", db).output
     assert "bakery.png" in out and "text in photo: fruit" in out
+
+
+def test_a_second_unclip_ratio_reuses_the_detection_of_the_same_image():
+    np = pytest.importorskip("numpy")
+    calls = []
+    infer = ocr._remember_last(lambda x: calls.append(x.sum()) or x.sum())
+    a, b = np.ones((2, 3), dtype=np.float32), np.zeros((2, 3), dtype=np.float32)
+    assert [infer(a), infer(a.copy()), infer(b), infer(a)] == [6, 6, 0, 6]
+    assert calls == [6, 0, 6]
 
 
 def test_image_detail_lists_read_lines_with_boxes_for_the_page(store, photos):
