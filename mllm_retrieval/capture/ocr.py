@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import MllmretError
 from ..hashing import file_sha256
-from ..search.text import _words, stem, tokenize
+from ..search.text import stem, tokenize, words
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ def ocr_tokens(text: str, fuzzy: bool = True) -> list[str]:
     of RICATOURISM is ricatour, whose parts would be rica and tour, not tourism."""
     tokens: list[str] = []
     for line in text.splitlines():
-        for word in _words(line):
+        for word in words(line):
             tokens.append(stem(word))
             tokens.extend(split_run_together(word))
             if fuzzy:
@@ -178,10 +178,10 @@ def split_run_together(token: str) -> list[str]:
     """The words a run-together OCR token holds (by wordninja's word frequencies), or [] if it is one word."""
     if len(token) < MIN_SPLIT or not token.isascii() or not token.isalnum() or token.isdigit():
         return []
-    words = _wordninja()
-    if words is None or token in words[1]:
+    ninja = _wordninja()
+    if ninja is None or token in ninja[1]:
         return []
-    parts = words[0].split(token)
+    parts = ninja[0].split(token)
     if len(parts) < 2:
         return []
     # misread letters come out as 1-2 letter scraps (BRIDGESTONEWMIA: bridgestone wmi a): keep the words
@@ -241,16 +241,16 @@ def _one_edit(a: str, b: str) -> bool:
 def _fuzzy_vocab():
     """Common words of FUZZY_MIN+ letters by each of their one-letter deletions, every known word, the
     common words' frequency ranks, wordninja."""
-    words = _wordninja()
-    if words is None:
+    ninja = _wordninja()
+    if ninja is None:
         return None
-    ranks = {w: r for r, w in enumerate(words[2][:FUZZY_VOCAB])}
+    ranks = {w: r for r, w in enumerate(ninja[2][:FUZZY_VOCAB])}
     index: dict[str, list[str]] = {}
     for w in ranks:
         if len(w) >= FUZZY_MIN and w.isalpha() and w.isascii():
             for key in _deletes(w):
                 index.setdefault(key, []).append(w)
-    return index, words[1], ranks, words[0]
+    return index, ninja[1], ranks, ninja[0]
 
 
 @lru_cache(maxsize=1)

@@ -95,29 +95,29 @@ def _pieces(word: str) -> list[str]:
     return out
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
     """The words of a text as typed (folded, "dog's" -> dog), stopwords dropped, before stemming."""
     text = fold(text)
     cjk = _HAS_CJK.search(text)
     if not cjk and "'" not in text:  # the common case, in one pass
         return [w for w in _WORD.findall(text) if w not in STOPWORDS]
-    words = []
+    found = []
     for match in _WORD.findall(text):
         for word in _pieces(match) if cjk else (match,):
             word = word.split("'")[0] if word.endswith("'s") else word.replace("'", "")
             if word and word not in STOPWORDS:
-                words.append(word)
-    return words
+                found.append(word)
+    return found
 
 
 def tokenize(text: str) -> list[str]:
     """Words of a text, lowercased, accents folded, stopwords dropped, stemmed (see `stem`); CJK bigrams."""
-    return [stem(w) for w in _words(text)]
+    return [stem(w) for w in words(text)]
 
 
 def surface_words(text: str) -> dict[str, str]:
     """Each token of a text -> the first word that gave it, as typed (lowercased): what to show a person."""
     out: dict[str, str] = {}
-    for word in _words(text):
+    for word in words(text):
         out.setdefault(stem(word), word)
     return out
