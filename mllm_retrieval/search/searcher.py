@@ -19,7 +19,7 @@ from ..capture.tiling import Box, tile_name
 from ..errors import MllmretError
 from ..library.store import Store
 from . import fusion
-from .documents import VAGUE, TileTokens, tile_documents
+from .documents import VAGUE, TileTokens, keyword_documents, tile_documents
 from .expansion import PRF_DOCS, PRF_TERMS, PRF_WEIGHT, Feedback, prf_terms, rocchio
 from .index.base import DEFAULT_ENGINE, EPSILON, K1, B
 from .index.store_index import StoreIndex
@@ -231,7 +231,7 @@ class Searcher:
         """The query's terms and weights with the words that best characterise the `first` images added
         (expansion.prf_terms over their keyword documents); `suggested` gets those words as written."""
         texts = list(self.store.tile_texts(self.run_ids, first))
-        docs = {i: [t for tile in tiles for t in tile.tokens] for i, tiles in tile_documents(texts).items()}
+        docs = keyword_documents(texts)
         extra = prf_terms([docs[i] for i in first if docs.get(i)], terms, self.index.idf, n_terms)
         shown: dict[str, str] = {}
         for t in texts:
