@@ -82,10 +82,10 @@ def rankings(dataset: str, jsonl: Path | None, model: str | None, embedder) -> d
         fuse = fusions()[name if name != "rrf" else "rrf k=60 w=1"]
         for tag, fb in (("+feedback", Feedback()), ("+PRF only", replace(Feedback(), beta=0.0)),
                         ("+Rocchio only", replace(Feedback(), terms=0))):
-            refine = feedback_refiner(evalset.image_ids, owners, docs, queries, sem, fb)
-            rows[f"{name} {tag}"] = hybrid_matrix(kw, sem.matrix, fuse, refine, fb)
-    refine = feedback_refiner(evalset.image_ids, owners, docs, queries, sem)
-    rows[DEFAULT] = hybrid_matrix(kw, sem.matrix, DEFAULT_FUSION, refine)
+            refiner = feedback_refiner(evalset.image_ids, owners, docs, queries, sem, fb)
+            rows[f"{name} {tag}"] = hybrid_matrix(kw, sem.matrix, fuse, refiner)
+    refiner = feedback_refiner(evalset.image_ids, owners, docs, queries, sem)
+    rows[DEFAULT] = hybrid_matrix(kw, sem.matrix, DEFAULT_FUSION, refiner)
     rows["relevant"] = np.stack([np.fromiter((c in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
                                  for c in evalset.classes])
     return rows

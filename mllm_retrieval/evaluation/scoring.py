@@ -148,31 +148,36 @@ def semantic_matrix(image_ids: tuple[str, ...], owners: list[str], texts: list[s
     return embedded(image_ids, owners, texts, queries, embedder, progress).matrix
 
 
-Refine = Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
+@dataclass(frozen=True)
+class Refiner:
+    """Search's feedback over one condition: `feedback` says how many first images count as relevant, and
+    rescore(row, first images) returns that query's refined keyword and semantic scores."""
+
+    feedback: Feedback
+    rescore: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def hybrid_matrix(keyword: np.ndarray, semantic: np.ndarray, method: str | Callable = "rrf",
-                  refine: Refine | None = None, feedback: Feedback | None = None) -> np.ndarray:
+                  refiner: Refiner | None = None) -> np.ndarray:
     """The two rankings of each query (rows) fused as hybrid search fuses them (`method`: fusion.FUSIONS,
     or a function of two score vectors, for comparisons).
 
-    refine(row, first images), when given, returns the row's refined keyword and semantic scores from its
-    first fused images (`Feedback.first`), which are fused again (search's feedback, `feedback_refiner`)."""
-    fb = feedback or Feedback()
+    With a `refiner` (search's feedback, `feedback_refiner`), each row's first fused images refine its
+    two rankings, which are fused again."""
     fuse = method if callable(method) else lambda a, b: fusion.fused_scores(a, b, method=method)
     rows = []
     for row, (kw, sem) in enumerate(zip(keyword, semantic, strict=True)):
         fused = fuse(kw, sem)
-        if refine is not None:
+        if refiner is not None:
             first = np.flatnonzero(np.isfinite(fused))
-            first = first[np.lexsort((first, -fused[first]))][:fb.first(len(first))]
-            fused = fuse(*refine(row, first))
+            first = first[np.lexsort((first, -fused[first]))][:refiner.feedback.first(len(first))]
+            fused = fuse(*refiner.rescore(row, first))
         rows.append(fused)
     return np.stack(rows) if rows else np.zeros(keyword.shape)
 
 
 def feedback_refiner(image_ids: tuple[str, ...], owners: list[str], docs: list[list[str]],
-                     queries: dict[str, str], sem: Embedded, fb: Feedback | None = None) -> Refine:
+                     queries: dict[str, str], sem: Embedded, fb: Feedback | None = None) -> Refiner:
     """Search's hybrid feedback over a condition: the first images' words expand the BM25 query and their
     mean embedding moves the query vector (expansion.Feedback), as `Searcher` refines a hybrid search."""
     from ..search.index.semantic_index import scan
@@ -189,7 +194,7 @@ def feedback_refiner(image_ids: tuple[str, ...], owners: list[str], docs: list[l
         vecs_of.setdefault(i, []).append(v)
     terms = [list(dict.fromkeys(tokenize(q))) for q in queries.values()]
 
-    def refine(row: int, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def rescore(row: int, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         kw = np.full(len(image_ids), -np.inf)
         if terms[row] and docs:
             extra = prf_terms([docs[d] for i in first.tolist() for d in docs_of.get(i, [])], terms[row],
@@ -202,4 +207,4 @@ def feedback_refiner(image_ids: tuple[str, ...], owners: list[str], docs: list[l
             np.maximum.at(out, sem.owner_index, scan(sem.doc_vecs, qvec))
         return kw, out
 
-    return refine
+    return Refiner(fb, rescore)
