@@ -15,7 +15,7 @@ from test_search import add
 from mllm_retrieval.capture.parsing import parse_output
 from mllm_retrieval.library import housekeeping
 from mllm_retrieval.library.embed import embed_library
-from mllm_retrieval.library.housekeeping import change_log_rows, survey_derived
+from mllm_retrieval.library.housekeeping import change_log_rows, remove_unusable, survey_derived
 from mllm_retrieval.library.store import Store
 from mllm_retrieval.search.index.semantic_index import SemanticIndex
 from mllm_retrieval.search.index.store_index import StoreIndex
@@ -114,11 +114,12 @@ def test_check_finds_and_repair_removes_unusable_derived_files(tmp_path):
     r = mllmret("check", "--db", db, ok=False)
     assert r.exit_code == 1 and "database: ok" in r.stdout and "3 unusable" in r.stdout
     r = mllmret("check", "--repair", "--db", db)
-    assert "0 unusable" in r.stdout and r.stdout.count("repaired: removed") == 3
+    assert "0 unusable" in r.stdout and r.stdout.count("repaired: removed") == 4, "3 files + 1 lock"
     with Store(db) as store:
         kept = StoreIndex(store).path.name
-    assert sorted(p.name for p in tmp_path.glob("lib.db.index-*") if p.suffix != ".lock") == [
-        "lib.db.index-0123456789ab.npz.98.tmp.npz", kept], "a save going on elsewhere is left alone"
+    assert sorted(p.name for p in tmp_path.glob("lib.db.index-*")) == [
+        "lib.db.index-0123456789ab.npz.98.tmp.npz", kept, f"{kept}.lock"], \
+        "a save going on elsewhere is left alone; the deleted run's lock goes with its index"
     assert "kite" in mllmret("search", "kite", "--mode", "keyword", "--db", db).stdout
 
 
@@ -182,3 +183,23 @@ def test_files_of_a_library_whose_name_extends_ours_are_not_ours(tmp_path):
         embed_library(store, embed=False)
         assert all(f.path.name.startswith("lib.db.index-") for f in survey_derived(store).files)
     assert sorted(p.name for p in tmp_path.glob("lib.db.old.*")) == theirs and theirs
+
+
+def test_a_lock_left_by_an_index_that_is_gone_is_removed_unless_held(tmp_path):
+    import fcntl
+
+    db = tmp_path / "lib.db"
+    with Store(db) as store:
+        add(store, "a", "Tags: kite")
+        StoreIndex(store).sync()
+    orphan = tmp_path / "lib.db.index-0123456789ab.npz.lock"
+    held = tmp_path / "lib.db.index-ba9876543210.npz.lock"
+    orphan.touch()
+    held.touch()
+    with held.open("a") as f, Store(db) as store:
+        fcntl.flock(f, fcntl.LOCK_EX)  # another process saving that index right now
+        report = survey_derived(store)
+        assert {f.path.name for f in report.unusable} == {orphan.name, held.name}
+        assert remove_unusable(report) == [orphan]
+    assert not orphan.exists() and held.exists()
+    assert "kite" in mllmret("search", "kite", "--mode", "keyword", "--db", db).stdout

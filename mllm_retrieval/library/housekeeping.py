@@ -11,6 +11,7 @@ every vector whose text did not change (semantic).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 RATIO = 4  # compact once the log holds more rows than this many times the captions
 KEEP_FRACTION = 1.0  # rows kept: this many times the captions (recent history, so lagging indexes catch up)
 KEEP_MIN = 1024
+ORPHAN_LOCK = "the lock of an index file that no longer exists"
 TMP_AGE = 600  # seconds: a temporary file older than this is a killed save's leftover
 _DERIVED = re.compile(r"\.(?:index|semantic)-[0-9a-f]{12}(?:\.\d+\.f32|\.seg\d+\.npz|\.npz|\.npz\.lock)")
 _SEGMENT = re.compile(r"\.index-[0-9a-f]{12}\.seg\d+\.npz$")
@@ -100,8 +102,8 @@ def survey_derived(store: Store) -> DerivedReport:
 def _check(store: Store, path: Path, runs: set[int], keyword_format: int,
            semantic_format: int) -> str | None:
     """Why a derived file is unusable, or None."""
-    if path.suffix == ".lock":
-        return None
+    if path.suffix == ".lock":  # lock files live as long as their index file
+        return None if path.with_suffix("").exists() else ORPHAN_LOCK
     if path.suffix == ".f32":
         sidecar = path.with_name(path.name.rsplit(".", 2)[0] + ".npz")
         if not sidecar.exists():  # a first save writes the rows, then the index file
@@ -160,9 +162,11 @@ def _check_segment(store: Store, path: Path, runs: set[int], keyword_format: int
 
 
 def remove_unusable(report: DerivedReport) -> list[Path]:
-    """Delete the unusable derived files; returns what was deleted."""
+    """Delete the unusable derived files, and the locks of index files deleted; returns what was deleted."""
     gone = []
     for f in report.unusable:
+        if f.problem == ORPHAN_LOCK:
+            continue
         try:
             f.path.unlink()
             gone.append(f.path)
@@ -170,5 +174,31 @@ def remove_unusable(report: DerivedReport) -> list[Path]:
             continue
         except OSError as e:
             log.warning("could not remove %s: %s", f.path, e.strerror or e)
-    return gone
+    locks = {f.path for f in report.unusable if f.problem == ORPHAN_LOCK}
+    locks |= {p.with_name(f"{p.name}.lock") for p in gone if p.suffix == ".npz"}
+    return gone + [p for p in sorted(locks) if _remove_idle_lock(p)]
 
+
+def _remove_idle_lock(path: Path) -> bool:
+    """Delete a lock file whose index file is gone, unless a process holds it (it may be saving anew)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(path, os.O_RDWR)  # never creates it
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        log.warning("could not remove %s: %s", path, e.strerror or e)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if path.with_suffix("").exists():
+            return False
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
