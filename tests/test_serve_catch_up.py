@@ -122,3 +122,47 @@ def test_a_failed_background_catch_up_is_one_line_and_the_next_search_tries_agai
         wait_until_fresh(client, "zebra", 5)
     [line] = [r.getMessage() for r in caplog.records if "catch-up failed" in r.getMessage()]
     assert "disk I/O error second line" in line and "\n" not in line
+
+
+def search_by_meaning(client: TestClient, q: str) -> dict:
+    r = client.get("/api/search", params={"q": q, "mode": "semantic", "k": 50, "more_meaning": "true"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_new_text_is_embedded_off_the_search_thread_and_searches_by_meaning_go_on(tmp_path, monkeypatch):
+    from test_fusion import FakeEmbedder
+
+    db, _ = build_library(tmp_path)
+    embedder = FakeEmbedder()
+    app = create_app(db, mode="hybrid", embedder=embedder)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        before = search_by_meaning(client, "horse")  # the first search by meaning embeds the library
+        assert before["stale"] is False and before["notice"] is None
+        lib = app.state.library
+        semantic = lib.searcher.loaded_semantic
+        held, threads = threading.Event(), []
+        real_prepare = semantic.prepare
+
+        def slow_prepare(*args, **kwargs):  # the catch-up thread's embedding, held up
+            threads.append(threading.current_thread().name)
+            held.wait(30)
+            return real_prepare(*args, **kwargs)
+
+        monkeypatch.setattr(semantic, "prepare", slow_prepare)
+        with Store(db) as store:
+            add(store, "rider", "Caption: A man rides a horse across a bridge.")
+        page = search_by_meaning(client, "horse")
+        assert page["stale"] is True and "1 images changed since the library was last embedded" in page["notice"]
+        assert len(page["results"]) == len(before["results"]), "answered from the vectors as they were"
+        assert not any("A man rides a horse" in t for t in embedder.encoded), "nothing embedded on the way"
+        held.set()
+        deadline = time.monotonic() + 30
+        while (page := search_by_meaning(client, "horse"))["stale"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert page["notice"] is None and len(page["results"]) == len(before["results"]) + 1
+        assert threads and all(name == "mllmret-catch-up" for name in threads)
+    with Store(db) as store:  # the embedding was saved: a restart loads it and has nothing left to embed
+        from mllm_retrieval.search.index.semantic_index import SemanticIndex
+
+        assert SemanticIndex(store, embedder=FakeEmbedder()).backlog() == 0

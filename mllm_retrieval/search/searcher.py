@@ -118,6 +118,11 @@ class Searcher:
                                            progress=self.progress)
         return self._semantic
 
+    @property
+    def loaded_semantic(self):
+        """The semantic index if a search has made it, else None (nothing loaded)."""
+        return self._semantic
+
     def search(self, query: str | Query, k: int = 10, mode: str | None = None,
                weights: Mapping[str, float] | None = None, exclude_ids: Collection[int] = (),
                query_vector: np.ndarray | None = None) -> list[Result]:
@@ -259,7 +264,7 @@ class Searcher:
         if given is None:
             return self.semantic.embedder.encode_query(q.text or " ".join(q.ranking_terms))
         vec = np.asarray(given, dtype=np.float32).reshape(-1)
-        self.semantic.sync()
+        self.semantic.refresh()
         if self.semantic.dim and len(vec) != self.semantic.dim:
             raise MllmretError(f"the query vector has {len(vec)} dimensions, the semantic index "
                                f"{self.semantic.dim} ({self.semantic.embedder.name})")

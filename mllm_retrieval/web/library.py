@@ -6,7 +6,8 @@ thread: searches run on the search thread (it owns the Searcher and its indexes)
 `caption` writes the library, a search catches the keyword index up itself when little changed
 (INLINE_CATCH_UP images); past that it answers from the index as it was (`stale`, with a `notice`) and a
 catch-up thread reads and tokenises the new text on its own connection, then applies it on the search
-thread in a moment (index.store_index: `prepare`, `apply`)."""
+thread in a moment (index.store_index: `prepare`, `apply`). New text to embed always goes to that thread
+(semantic_index: `prepare`, `apply`); searches by meaning use the vectors as they were meanwhile."""
 
 from __future__ import annotations
 
@@ -95,16 +96,23 @@ def search_page(lib: Library, q: str, k: int, offset: int, mode: str, like: int 
     if parse_query(q).empty:
         return {**page, "empty": "no_words", "message": why_empty(q)}
     searcher = _searcher(lib, store, mode, more_meaning)
-    stale = _catch_up(lib, store, searcher)
+    stale = _catch_up(lib, store, searcher, mode)
     results = searcher.search(q, min(offset + k + 1, MAX_RESULTS + 1), mode=mode)
     return _fill({**page, **_notice(searcher, stale), "hidden": searcher.hidden,
                   "suggested": list(searcher.suggested)}, store, results)
 
 
-def _catch_up(lib: Library, store: Store, searcher: Searcher) -> str | None:
+def _catch_up(lib: Library, store: Store, searcher: Searcher, mode: str) -> str | None:
     """Bring the keyword index up to date when that is quick; else leave it to the catch-up thread and
-    return the note that says the results are from the index as it was."""
-    index = searcher.index
+    return the note that says the results are from the index as it was. New text to embed is always left
+    to that thread (embedding takes seconds): a search by meaning uses the vectors as they are meanwhile."""
+    notes = [_catch_up_keyword(lib, store, searcher.index)]
+    if mode != "keyword" and searcher.loaded_semantic is not None:
+        notes.append(_catch_up_meaning(lib, store, searcher.loaded_semantic))
+    return "; ".join(n for n in notes if n) or None
+
+
+def _catch_up_keyword(lib: Library, store: Store, index) -> str | None:
     index.follow = False
     if index.engine is None:  # the first search loads it (or builds it, once)
         index.sync()
@@ -119,6 +127,21 @@ def _catch_up(lib: Library, store: Store, searcher: Searcher) -> str | None:
     lib.catcher.kick()
     return (f"{waiting} images changed since the keyword index was last brought up to date are being "
             "indexed now: these results are from before them")
+
+
+def _catch_up_meaning(lib: Library, store: Store, semantic) -> str | None:
+    semantic.follow = False
+    semantic.refresh()  # the saved index, or what another process (`mllmret embed`) saved since
+    if not semantic.complete:  # nothing whole to serve yet: the search embeds a few itself or says why not
+        semantic.follow = True
+        return None
+    head = store.change_head()
+    waiting = 0 if head == semantic.watermark else len(store.changed_images(semantic.watermark, head))
+    if not waiting:
+        return None
+    lib.catcher.kick()
+    return (f"{waiting} images changed since the library was last embedded are being embedded now: "
+            "their meaning is from before them")
 
 
 def _notice(searcher: Searcher, stale: str | None) -> dict[str, Any]:
@@ -136,7 +159,7 @@ def _search_like(lib: Library, store: Store, page: dict[str, Any], image_id: int
         return {**page, "empty": "no_words", "message": "nothing left to search for: the modification "
                 "removes every word of the reference and adds none"}
     searcher = _searcher(lib, store, mode, page["more_meaning"])
-    stale = _catch_up(lib, store, searcher)
+    stale = _catch_up(lib, store, searcher, mode)
     found = search_like(searcher, reference, modification, min(offset + k + 1, MAX_RESULTS + 1), mode)
     return _fill({**page, **_notice(searcher, stale), "hidden": searcher.hidden}, store, found.results)
 
@@ -255,12 +278,15 @@ class Catcher:
         try:
             while self.wake.wait() and not self.stopped:
                 self.wake.clear()
-                try:
-                    index = self.lib.searcher.index
-                    catch = index.prepare(store)
-                    if catch is not None and not self.stopped:
-                        self.lib.pool.submit(index.apply, catch).result()
-                except Exception as e:  # searches go on from the index as it is; the next one kicks again
-                    log.warning("keyword index catch-up failed: %s", " ".join(str(e).splitlines())[:300])
+                for index in (self.lib.searcher.index, self.lib.searcher.loaded_semantic):
+                    if index is None or index.follow or self.stopped:
+                        continue
+                    try:
+                        catch = index.prepare(store)
+                        if catch is not None and not self.stopped:
+                            self.lib.pool.submit(index.apply, catch).result()
+                    except Exception as e:  # searches go on from the index as it is; the next one kicks again
+                        what = "keyword index" if index is self.lib.searcher.index else "embedding"
+                        log.warning("%s catch-up failed: %s", what, " ".join(str(e).splitlines())[:300])
         finally:
             store.close()

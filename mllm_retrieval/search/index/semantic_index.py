@@ -24,6 +24,7 @@ import logging
 import os
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,19 @@ CHUNK = 2048  # images embedded between saves during a long sync
 COMPACT_FRACTION = 0.5  # dead rows above this share (and above COMPACT_MIN) trigger a rewrite
 COMPACT_MIN = 1024
 REBUILD_FRACTION = 0.3  # more changed images than this share: one pass over all text (rows reused by hash)
+
+
+@dataclass
+class CatchUp:
+    """What `prepare` read and embedded (from the watermark `start` up to `head`), for `apply`."""
+
+    start: int
+    head: int
+    texts: dict[int, str]
+    gone: set[int]
+    image_ids: list[int]
+    vectors: np.ndarray
+    hashes: list[int]
 
 
 def text_hash(text: str) -> int:
@@ -73,6 +87,7 @@ class SemanticIndex:
         self._stamp: tuple[int, int] | None = None  # the sidecar as this process last saw it
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
         self.path = self._path() if persist else None
+        self.follow = True  # each search catches up first; False (serve): `prepare`/`apply` on another thread
 
     @property
     def vectors(self) -> np.ndarray:
@@ -109,18 +124,10 @@ class SemanticIndex:
         head = self._open()
         if self.complete and head == self.watermark:
             return 0
-        changed: set[int] | None = None
-        if self.complete and self.watermark >= self.store.changes_floor():  # else: rows compacted, check all
-            changed = self.store.changed_images(self.watermark, head)
-            if len(changed) > REBUILD_FRACTION * max(len(self.row_of), 1000):
-                changed = None
-        wanted = None if changed is None else sorted(changed)
-        texts = embedding_texts(self.store.tile_texts(self.run_ids, wanted))
-        gone = (set(self.row_of) if changed is None else changed) - texts.keys()
+        texts, gone = self._changes(self.store, head)
         self._kill(gone)
         self._revive(texts)
-        todo = [(i, s, h) for i, s in texts.items()
-                for h in [text_hash(s)] if i not in self.row_of or self.hashes[self.row_of[i]] != h]
+        todo = self._todo(texts)
         if todo:
             log.info("embedding %d image texts with %s", len(todo), self.embedder.name)
         bar = self._bar(len(todo))
@@ -135,6 +142,57 @@ class SemanticIndex:
         self.watermark, self.complete = head, True
         self._save()
         return len(todo)
+
+    def refresh(self) -> None:
+        """Before a search: catch up (`follow`), else only load what another process saved."""
+        if self.follow:
+            self.sync()
+        else:
+            self._open()
+
+    def prepare(self, store: Store) -> CatchUp | None:
+        """Read and embed what changed since the watermark through `store` (another thread's connection),
+        the index left as it is; `apply` puts it in (serve: searches go on meanwhile). None: nothing to do,
+        or no complete index loaded (`mllmret embed` builds one)."""
+        if not self._loaded or not self.complete:
+            return None
+        start, head = self.watermark, store.change_head()
+        if head == start:
+            return None
+        texts, gone = self._changes(store, head)
+        back = self._revivable(texts)
+        todo = [t for t in self._todo(texts) if t[0] not in back]
+        texts_todo = [s for _, s, _ in todo]
+        parts = [self.embedder.encode(texts_todo[at : at + CHUNK]) for at in range(0, len(todo), CHUNK)]
+        vectors = np.concatenate(parts) if parts else np.zeros((0, self.dim), dtype=np.float32)
+        return CatchUp(start, head, texts, gone, [i for i, _, _ in todo], vectors, [h for _, _, h in todo])
+
+    def apply(self, c: CatchUp) -> bool:
+        """Put a prepared catch-up in and save; False (nothing done) if the index moved since `prepare`."""
+        if c.start != self.watermark or not self.complete:
+            return False
+        self._kill(c.gone)
+        self._revive(c.texts)
+        self._put(c.image_ids, c.vectors, c.hashes)
+        self.watermark = c.head
+        self._save()
+        return True
+
+    def _changes(self, store: Store, head: int) -> tuple[dict[int, str], set[int]]:
+        """(embedding text of each image changed up to `head`, images whose text is gone)."""
+        changed: set[int] | None = None
+        if self.complete and self.watermark >= store.changes_floor():  # else: rows compacted, check all
+            changed = store.changed_images(self.watermark, head)
+            if len(changed) > REBUILD_FRACTION * max(len(self.row_of), 1000):
+                changed = None
+        wanted = None if changed is None else sorted(changed)
+        texts = embedding_texts(store.tile_texts(self.run_ids, wanted))
+        return texts, (set(self.row_of) if changed is None else changed) - texts.keys()
+
+    def _todo(self, texts: dict[int, str]) -> list[tuple[int, str, int]]:
+        """(image, text, hash) of the texts without a live row of the same hash: what needs embedding."""
+        return [(i, s, h) for i, s in texts.items()
+                for h in [text_hash(s)] if i not in self.row_of or self.hashes[self.row_of[i]] != h]
 
     def _bar(self, total: int):
         from tqdm import tqdm
@@ -157,14 +215,18 @@ class SemanticIndex:
 
     def _revive(self, texts: dict[int, str]) -> None:
         """Images back with the text they had (a folder unmounted, then back): their old rows live again."""
-        back = {i: r for i, r in self._dead.items()
-                if i in texts and i not in self.row_of and self.hashes[r] == text_hash(texts[i])}
+        back = self._revivable(texts)
         if back:
             self.alive[list(back.values())] = True
             self.row_of.update(back)
             for i in back:
                 del self._dead[i]
             self._lookup = None
+
+    def _revivable(self, texts: dict[int, str]) -> dict[int, int]:
+        """Dead rows of these images that hold their text as it is now."""
+        return {i: r for i, r in self._dead.items()
+                if i in texts and i not in self.row_of and self.hashes[r] == text_hash(texts[i])}
 
     def _put(self, image_ids: list[int], vecs: np.ndarray, hashes: list[int]) -> None:
         """Append rows for these images (their old rows die)."""
@@ -216,7 +278,7 @@ class SemanticIndex:
     def scores(self, query: np.ndarray, include: np.ndarray | None = None, exclude: np.ndarray | None = None,
                min_similarity: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
         """(image ids, cosine) of each image allowed by `include`/`exclude` (image ids), after catching up."""
-        self.sync()
+        self.refresh()
         if not self.row_of:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         sims = scan(self.vectors, np.asarray(query, dtype=np.float32))
