@@ -50,10 +50,13 @@ def _no_constant(s: str) -> Any:
     raise ValueError(s)
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads(..., **kw) makes a decoder per call
+
+
 def as_json(v: Any, default: Any) -> Any:
     """A stored JSON text parsed (finite numbers only), or `default` when it is not JSON of the same type."""
     try:
-        value = json.loads(as_text(v) or "", parse_constant=_no_constant)
+        value = _DECODER.decode(as_text(v) or "")
     except (ValueError, RecursionError):
         return default
     return value if isinstance(value, type(default)) else default
