@@ -1,7 +1,7 @@
 """The OCR stage: images -> text lines -> store, with the caption pipeline's scan, resume and dedupe.
 
 It reads whole images (the tile "full"), and with grid="2x2" their tiles as well: on the hand-labelled COCO
-photos that found 72% of the words instead of 66%, at 4.3x the time (bench/ocr_tiles.py). Scan, resume and
+photos that found 76% of the words instead of 70%, at 3.3x the time (bench/ocr_tiles.py). Scan, resume and
 batches: stage.run_stage.
 """
 
