@@ -13,7 +13,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 
-from sqlite_utils import Database
+from .sqlite import Database
 
 BUSY_SECONDS = 30.0  # how long a writer waits for another's transaction to end (MLLMRET_BUSY_TIMEOUT)
 

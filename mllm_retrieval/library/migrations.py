@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from .sqlite import Database, Migrations
 
 migrations = Migrations("mllmret")
 

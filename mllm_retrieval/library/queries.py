@@ -7,11 +7,10 @@ import json
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlite_utils import Database
-
 from ..capture.tiling import Box
 from ..errors import MllmretError
 from .rows import MAX_DIMENSION, SEARCHABLE, Run, TileText, as_int, as_json, as_side, as_tags, as_text
+from .sqlite import Database
 
 
 class LibraryQueries:

@@ -10,8 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from ..capture.parsing import Parsed
 from ..capture.tiling import Box
 from ..config import db_path
@@ -36,6 +34,7 @@ from .rows import (  # noqa: F401  (re-exported: the store's values and rows)
     run_key,
     tile_key,
 )
+from .sqlite import Database
 
 
 def check_library(path: Path) -> None:
