@@ -62,6 +62,12 @@ def test_search_output_and_no_hits(tmp_path):
     (["caption", ".", "--quantize", "4bit", "--model", "x/y"], "CUDA"),
     (["caption", ".", "--backend", "openai"], "needs --model"),
     (["caption", ".", "--ray", "local", "--shards", "out"], "use one of them"),
+    (["caption", ".", "--backend", "import", "--captions", "c.jsonl", "--dry-run"],
+     "--dry-run does not apply to --backend import"),
+    (["caption", ".", "--backend", "import", "--captions", "c.jsonl", "--shards", "out"],
+     "--shards does not apply to --backend import"),
+    (["caption", ".", "--backend", "import", "--captions", "c.jsonl", "--ocr"],
+     "--ocr does not apply to --backend import (it stores text made elsewhere; read the photos with"),
     (["import", "."], "no *.jsonl shards"),
     (["export", "--run", "7"], "no captions for run 7"),
 ])

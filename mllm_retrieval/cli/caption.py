@@ -121,6 +121,12 @@ def caption(
     })
     captioner = get_captioner(backend, **options)
     if hasattr(captioner, "store_text"):  # its text comes with it (import): stored as it is
+        given = [flag for flag, on in (("--dry-run", dry_run), ("--shards", shards is not None),
+                                       ("--ray", ray is not None), ("--ocr", ocr)) if on]
+        if given:  # it opens no image and runs no model: these would be silently ignored
+            then = "; read the photos with `caption --ocr-only` after it" if ocr else ""
+            raise fail(f"{', '.join(given)} does not apply to --backend {backend} (it stores text made "
+                       f"elsewhere{then})")
         with open_store(db) as store:
             return report_import(store, captioner.store_text(store, progress=not quiet), embedder, quiet,
                                  embed=not no_embed)
