@@ -27,6 +27,7 @@ from .query import Query, contains_phrase, parse_query
 from .text import surface_words
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
+FUSED_EXACT = 256  # above semantic_index.APPROX_FROM images, the first this many fused results are exact
 
 
 @dataclass(frozen=True)
@@ -189,19 +190,22 @@ class Searcher:
             exclude = ids if exclude is None else np.union1d(exclude, ids)
         terms = q.ranking_terms if mode == "hybrid" else ()
 
+        method = "rrf" if query_vector is not None else self.fuse_with
+
         def rank(terms: Sequence[str], weights: list[float] | None, qvec: np.ndarray):
-            meaning = self.semantic.scores(qvec, include, exclude)
+            found = self.semantic.similarities(qvec, include, exclude)
             keyword = (np.zeros(0, dtype=np.int64), np.zeros(0))
             if terms:
                 keyword = self.index.scores(terms, must, q.exclude, weights)
                 if skip:
                     keep = ~np.isin(keyword[0], ids)
                     keyword = (keyword[0][keep], keyword[1][keep])
-            return keyword, meaning
+            if found.error:  # an int8 scan (large libraries): the keyword matches fusion may need, exact
+                found.exact_ids(fusion.contenders(keyword, found.pair, found.error, FUSED_EXACT, method))
+            return keyword, found.pair
 
         qvec = self._query_vector(q, query_vector)
         keyword, meaning = rank(terms, term_weights, qvec)
-        method = "rrf" if query_vector is not None else self.fuse_with
         if query_vector is None and (self.feedback or self.feedback is None and mode == "hybrid"):
             fb = Feedback()
             n = fb.first(fusion.held(keyword, meaning))
