@@ -3,9 +3,12 @@
 Each row v is stored as round(v x s) in int8 with its own scale s = 127 / max|v| (so rows can be added
 one chunk at a time without re-quantising the others), plus the norm of what rounding lost, r = |v - v8/s|.
 A query q is quantised the same way; simsimd's int8 dot product (AVX-512 VNNI where the CPU has it) then
-scores every row. By Cauchy-Schwarz the approximate score of a unit row differs from the exact one by at
-most `error` = r + |v8/s| x |q - q8/s_q|, taken over all rows: a bound, not an estimate, which is what
-lets the index re-score exactly every row that could change an answer (semantic_index.SemanticIndex).
+scores every row. By Cauchy-Schwarz an approximate score is off by at most r |q| + |v8/s| |q - q8/s_q|;
+that worst case needs the rounding errors to line up with the other vector, and rounding errors are
+small independent steps, so an error is nearly normal with a standard deviation 1/sqrt(dim) of that
+bound. `error` is SIGMAS such deviations (with the largest r and |v8/s| of any row), capped by the worst
+case: what the index re-scores exactly around every similarity that could change an answer
+(semantic_index.SemanticIndex). bench/semantic_scale.py compares it with the errors measured.
 
 numpy has no fast int8 matrix-vector product, so without simsimd there is no quantised scan: `available`
 is False and the index scans float32 exactly, as it does below its size threshold.
@@ -18,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-THREADS = 2  # simsimd's own threads (not BLAS's: nothing is left spinning after a scan)
+SIGMAS = 8.0  # a normal tail this far out: about 1e-15 per row and query
+THREADED_FROM = 256 * 1024  # rows from which simsimd scans on 2 threads (below, starting them costs more)
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,23 +84,23 @@ class Int8Rows:
             self._n += len(part)
 
     def scores(self, query: np.ndarray) -> tuple[np.ndarray, float]:
-        """(approximate rows @ query as float32, a bound on each score's error)."""
+        """(approximate rows @ query as float32, how far off any of them may be: see the module docstring)."""
         code, inverse, loss = quantise(np.asarray(query, dtype=np.float32).reshape(1, -1))
         dots = _simsimd().cdist(code, self.codes[: self._n], metric="dot", out_dtype="float32",
-                                threads=THREADS)
+                                threads=2 if self._n >= THREADED_FROM else 1)
         sims = np.asarray(dots, dtype=np.float32).reshape(-1)
         sims *= self.inverse[: self._n]
         sims *= inverse[0]
-        q_norm = float(np.linalg.norm(query))
-        error = self.loss_max * q_norm + self.norm_max * float(loss[0])
+        worst = self.loss_max * float(np.linalg.norm(query)) + self.norm_max * float(loss[0])
+        error = min(worst, SIGMAS * worst / np.sqrt(self.dim))
         return sims, error * 1.001 + 1e-6  # and float32 rounding of the products themselves
 
 
 @dataclass
 class Similarities:
     """One scan's similarities: `ids` (image ids allowed by the query's filters, in row order) and `sims`
-    (their cosine to `query`). `error` bounds how far a similarity may be from the exact one (0: all are
-    exact); `exact` re-scores chosen images in float32 so that theirs are."""
+    (their cosine to `query`). `error` is how far a similarity may be from the exact one (0: all are exact;
+    see the module docstring); `exact` re-scores chosen images in float32 so that theirs are."""
 
     ids: np.ndarray
     sims: np.ndarray
@@ -114,7 +118,10 @@ class Similarities:
         """Re-score the images at these positions of `ids` exactly (float32, as the exact scan)."""
         positions = np.unique(np.asarray(positions, dtype=np.int64))
         if self.error and len(positions):
-            self.sims[positions] = self.vectors[self.rows[positions]] @ self.query
+            from ..blas import one_thread
+
+            with one_thread():
+                self.sims[positions] = self.vectors[self.rows[positions]] @ self.query
 
     def exact_ids(self, image_ids: np.ndarray) -> None:
         """Re-score these image ids exactly (ids this scan does not hold are skipped)."""

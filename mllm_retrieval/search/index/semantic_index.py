@@ -8,10 +8,11 @@ hash of the text it was embedded from. Images whose text is gone (deleted, repla
 Search is cosine: the vectors are unit length, so one matrix-vector product scores every image (100k
 images x 384 dims: a few ms, see bench/semantic_bench.py). Up to APPROX_FROM live images the scan is exact
 float32, as evaluation's; above it an int8 copy of the rows is scanned (quantized.py, simsimd) and every
-similarity that could be among the best EXACT_TOP, or the lowest, is re-scored exactly, so the best results
-and the min-max span fusion normalises by are those of the exact scan (the searcher re-scores the keyword
-matches fusion may need the same way). Without simsimd the scan stays exact float32. Past a few million
-images, or with a larger model, an HNSW index pays (usearch, hnswlib, faiss; README, "Semantic scale").
+similarity that could (within the int8 error) be among the best EXACT_TOP, or the lowest, is re-scored
+exactly, so the best results and the min-max span fusion normalises by are those of the exact scan (the
+searcher re-scores the keyword matches fusion may need the same way). Without simsimd the scan stays
+exact float32. Past a few million images, or with a larger model, an HNSW index pays (usearch, hnswlib,
+faiss; see the README's semantic scale paragraph).
 
 On disk, next to the database: `<db>.semantic-<key>.<gen>.f32` holds the rows (raw float32, appended as
 images are embedded) and `<db>.semantic-<key>.npz` the image ids, text hashes, live flags, watermark and
@@ -45,7 +46,7 @@ COMPACT_FRACTION = 0.5  # dead rows above this share (and above COMPACT_MIN) tri
 COMPACT_MIN = 1024
 REBUILD_FRACTION = 0.3  # more changed images than this share: one pass over all text (rows reused by hash)
 APPROX_FROM = 200_000  # live images above which the scan is int8 + exact re-scoring (evaluation sets: <= 5k)
-EXACT_TOP = 1024  # at least this many best similarities of an approximate scan are exact
+EXACT_TOP = 256  # at least this many best similarities of an approximate scan are exact
 
 
 @dataclass
