@@ -5,7 +5,8 @@
     python bench/semantic_scale.py --real 25000                              # int8 on real embeddings
 
 1. Latency (`--images`): a generated SQLite library (as bench/semantic_bench.py: full image + 2x2 tile
-   captions, random unit image vectors, queries embedded by the packaged model through numpy, no torch),
+   captions, random unit image vectors, queries embedded by the packaged model through numpy, no torch;
+   meaning-only results cut as `mllmret search` cuts them, search.cutoff),
    kept in --library DIR for the next run. Each path runs in a fresh process, so that peak RSS is its own:
    "exact" forces the float32 scan at every size (what search did before), "int8" is the default
    (semantic_index.APPROX_FROM). Reported: p50/p99 of hybrid with feedback (the default), hybrid
@@ -37,6 +38,7 @@ from search_bench import queries  # noqa: E402
 from semantic_bench import DATA, RandomDocuments  # noqa: E402
 
 from mllm_retrieval.library.store import Store  # noqa: E402
+from mllm_retrieval.search.cutoff import MIN_RELATIVE, MIN_SIMILARITY  # noqa: E402
 from mllm_retrieval.search.embedding import Embedder  # noqa: E402
 from mllm_retrieval.search.index import semantic_index  # noqa: E402
 from mllm_retrieval.search.searcher import Searcher  # noqa: E402
@@ -46,8 +48,10 @@ PATHS = ("exact", "int8")
 
 
 def searcher(store: Store) -> Searcher:
-    """Hybrid search over random document vectors, queries by the packaged model."""
-    return Searcher(store, mode="hybrid", embedder=RandomDocuments(Embedder(), 384))
+    """Hybrid search over random document vectors, queries by the packaged model, meaning-only results cut
+    as `mllmret search` cuts them."""
+    return Searcher(store, mode="hybrid", embedder=RandomDocuments(Embedder(), 384),
+                    min_similarity=MIN_SIMILARITY, min_relative=MIN_RELATIVE)
 
 
 def build(db: Path, images: int, step: int = 50_000) -> None:

@@ -75,23 +75,28 @@ QUERIES = ["cat", "dog on a sofa", "red car street", "pigeon", "horse +lake", "p
 
 
 @needs_simsimd
-@pytest.mark.parametrize("mode,feedback", [("hybrid", None), ("hybrid", False), ("semantic", None)])
-def test_the_int8_scan_ranks_exactly_as_float32(store, monkeypatch, mode, feedback):
+@pytest.mark.parametrize("mode,feedback,cut", [("hybrid", None, None), ("hybrid", False, None),
+                                              ("semantic", None, None), ("hybrid", None, (0.2, 0.7))])
+def test_the_int8_scan_ranks_exactly_as_float32(store, monkeypatch, mode, feedback, cut):
     library(store)
     embedder = Topics()
-    exact = Searcher(store, mode=mode, embedder=embedder, feedback=feedback, persist=False)
-    want = {q: exact.search(q, 20) for q in QUERIES}
+    floor, relative = cut or (None, None)
+    options = {"mode": mode, "embedder": embedder, "feedback": feedback, "persist": False,
+               "min_similarity": floor, "min_relative": relative}
+    exact = Searcher(store, **options)
+    want = {q: (exact.search(q, 20), exact.hidden) for q in QUERIES}
     assert exact.semantic.similarities(embedder.encode_query("cat")).error == 0
     monkeypatch.setattr(semantic_index, "APPROX_FROM", 10)  # this small library is scanned in int8
     monkeypatch.setattr(semantic_index, "EXACT_TOP", 40)
     monkeypatch.setattr("mllm_retrieval.search.searcher.FUSED_EXACT", 20)
-    approx = Searcher(store, mode=mode, embedder=embedder, feedback=feedback, persist=False)
+    approx = Searcher(store, **options)
     assert approx.semantic.similarities(embedder.encode_query("cat")).error > 0
     for q in QUERIES:
-        got = approx.search(q, 20)
-        assert [r.image_id for r in got] == [r.image_id for r in want[q]], q
-        assert np.allclose([r.score for r in got], [r.score for r in want[q]], atol=1e-5)
-        assert [r.similarity is None for r in got] == [r.similarity is None for r in want[q]]
+        got, (results, hidden) = approx.search(q, 20), want[q]
+        assert [r.image_id for r in got] == [r.image_id for r in results], q
+        assert np.allclose([r.score for r in got], [r.score for r in results], atol=1e-5)
+        assert [r.similarity is None for r in got] == [r.similarity is None for r in results]
+        assert abs(approx.hidden - hidden) <= 2  # images near the cut, beyond the first results, may differ
 
 
 @needs_simsimd

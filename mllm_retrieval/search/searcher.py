@@ -215,16 +215,18 @@ class Searcher:
             if first:
                 keyword, meaning = rank(terms, term_weights, self._moved(qvec, first, fb.beta))
         cut = self._cut(meaning[1])
-        low = np.zeros(0, dtype=np.int64)
+        low: set[int] = set()  # keyword matches by feedback's words alone, below the cut
         if cut > -1.0:
             # meaning-only: no query word (feedback's words do not count); below the cut they are left out
             words = keyword[0] if not self.suggested else self.index.images_with(q.ranking_terms, every=False)
-            low = np.setdiff1d(meaning[0][meaning[1] < cut], words)
-            self.hidden = len(low)
+            below = meaning[0][meaning[1] < cut]
+            below = below[~np.isin(below, words)]  # a lookup table, not a sort: 1M ids cost a few ms
+            self.hidden = len(below)
+            low = set(below[np.isin(below, keyword[0])].tolist())
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
         while True:
             ranked = fusion.fuse(keyword, meaning, limit=want, min_meaning=cut, method=method)
-            fused = [f for f in ranked if not (f.bm25 is not None and low.size and _holds(low, f.image_id))]
+            fused = [f for f in ranked if not (f.bm25 is not None and f.image_id in low)]
             tiles = self._tiles([f.image_id for f in fused])
             # every result is checked against its stored text (phrases; the indexes sync one by one)
             kept = [f for f in fused if _passes(tiles.get(f.image_id, []), q)]
@@ -302,12 +304,6 @@ def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = No
            engine: str = DEFAULT_ENGINE, mode: str = "keyword", embedder=None) -> list[Result]:
     """One-shot search."""
     return Searcher(store, run_ids, engine, mode=mode, embedder=embedder).search(query, k)
-
-
-def _holds(sorted_ids: np.ndarray, image_id: int) -> bool:
-    """Whether a sorted id array holds the id."""
-    at = int(np.searchsorted(sorted_ids, image_id))
-    return at < len(sorted_ids) and int(sorted_ids[at]) == image_id
 
 
 def _weights(terms: Sequence[str], weights: list[float] | None) -> dict[str, float] | None:
