@@ -131,3 +131,26 @@ def test_without_simsimd_the_scan_stays_exact(store, monkeypatch):
     found = index.similarities(q)
     assert found.error == 0 and np.array_equal(found.sims, index.vectors[found.rows] @ q)
     assert not quantized.available()
+
+
+@needs_simsimd
+def test_a_large_saved_index_maps_its_float32_rows_and_still_takes_new_images(tmp_path, monkeypatch):
+    from mllm_retrieval.library.store import Store
+
+    monkeypatch.setattr(semantic_index, "APPROX_FROM", 10)
+    with Store(tmp_path / "lib.db") as store:
+        library(store, 60)
+        first = SemanticIndex(store, embedder=Topics())
+        first.sync()
+        q = Topics().encode_query("red car")
+        want = first.vectors @ q
+        loaded = SemanticIndex(store, embedder=Topics())
+        loaded.sync()
+        assert not loaded.vectors.flags.writeable  # mapped from the .f32 file, not read into memory
+        found = loaded.similarities(q)
+        assert np.allclose(found.sims, want[found.rows], atol=found.error) and found.error > 0
+        assert np.allclose(loaded.vectors, first.vectors)
+        add(store, "new", "Caption: a red car on a red street.")
+        assert loaded.sync() == 1 and loaded.vectors.flags.writeable  # new rows: copied into memory
+        ids, _ = loaded.scores(q)
+        assert len(ids) == 61

@@ -28,6 +28,7 @@ from .text import surface_words
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
 FUSED_EXACT = 256  # above semantic_index.APPROX_FROM images, the first this many fused results are exact
+# (CombMNZ, the default; RRF, for --like, ranks keyword matches among partly approximate similarities)
 
 
 @dataclass(frozen=True)

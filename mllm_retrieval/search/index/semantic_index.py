@@ -404,8 +404,13 @@ class SemanticIndex:
                     raise ValueError(why)
                 if vec_path.stat().st_size < n * dim * 4:
                     raise ValueError(f"{vec_path.name} is shorter than recorded")
-                vectors = np.fromfile(vec_path, dtype=np.float32, count=n * dim).reshape(n, dim)
-                if zlib.crc32(vectors) & 0xFFFFFFFF != crc & 0xFFFFFFFF:
+                int8 = Int8Rows(dim) if n > APPROX_FROM and quantized.available() else None
+                if int8 is not None:  # scanned in int8: the float32 rows stay on disk, mapped for re-scoring
+                    vectors, got = quantized.mapped_rows(vec_path, n, dim, int8)
+                else:
+                    vectors = np.fromfile(vec_path, dtype=np.float32, count=n * dim).reshape(n, dim)
+                    got = zlib.crc32(vectors)
+                if got & 0xFFFFFFFF != crc & 0xFFFFFFFF:
                     raise ValueError(f"{vec_path.name} does not match its checksum")
         except Exception as e:  # a damaged, truncated, stale or foreign file is rebuilt, never trusted
             log.warning("re-embedding: the semantic index %s is unusable (%s)", self.path.name, e)
@@ -413,7 +418,7 @@ class SemanticIndex:
         if why is not None:  # another state of this library: every row is checked against the text now,
             log.info("checking every image text: the semantic index %s was %s", self.path.name, why)
             complete = False  # and rows whose text is unchanged are kept (rows are keyed by text hash)
-        self._buf, self.n, self.dim, self._int8 = vectors, n, dim, None
+        self._buf, self.n, self.dim, self._int8 = vectors, n, dim, int8  # new rows: _put copies to memory
         self.image_of, self.hashes, self.alive = image_of, hashes, alive
         self.row_of = {int(i): r for r, i in enumerate(image_of.tolist()) if alive[r]}
         self._dead = {i: r for r, i in enumerate(image_of.tolist()) if not alive[r] and i not in self.row_of}
