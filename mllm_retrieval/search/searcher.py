@@ -216,18 +216,18 @@ class Searcher:
             if first:
                 keyword, meaning = rank(terms, term_weights, self._moved(qvec, first, fb.beta))
         cut = self._cut(meaning[1])
-        low: set[int] = set()  # keyword matches by feedback's words alone, below the cut
+        words = np.zeros(0, dtype=np.int64)
         if cut > -1.0:
             # meaning-only: no query word (feedback's words do not count); below the cut they are left out
             words = keyword[0] if not self.suggested else self.index.images_with(q.ranking_terms, every=False)
             below = meaning[0][meaning[1] < cut]
-            below = below[~np.isin(below, words)]  # a lookup table, not a sort: 1M ids cost a few ms
-            self.hidden = len(below)
-            low = set(below[np.isin(below, keyword[0])].tolist())
+            self.hidden = len(below) - int(np.isin(below, words).sum())  # a lookup table, not a sort
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
         while True:
             ranked = fusion.fuse(keyword, meaning, limit=want, min_meaning=cut, method=method)
-            fused = [f for f in ranked if not (f.bm25 is not None and f.image_id in low)]
+            worded = np.isin(np.asarray([f.image_id for f in ranked], dtype=np.int64), words)
+            fused = [f for f, w in zip(ranked, worded, strict=True)  # out: matched by feedback's words alone
+                     if w or f.bm25 is None or f.similarity is None or f.similarity >= cut]
             tiles = self._tiles([f.image_id for f in fused])
             # every result is checked against its stored text (phrases; the indexes sync one by one)
             kept = [f for f in fused if _passes(tiles.get(f.image_id, []), q)]
