@@ -11,8 +11,9 @@
    is embedded by the real model, but the N image vectors are random unit vectors (exact cosine costs
    the same whatever the values, and embedding 100k texts would take most of an hour on 2 cores).
    Reported: p50/p99 of hybrid (with its default feedback, and without), semantic and keyword search,
-   the query-embedding share, and the bare exact-cosine scan (one matrix-vector product) at 10k/100k/1M
-   vectors, which says where an ANN index (hnswlib, faiss HNSW) would start to pay.
+   the query-embedding share, and the bare scan (float32 matrix-vector product, and the int8 scan large
+   libraries use) at 10k/100k/1M vectors. bench/semantic_scale.py times search end to end at 1M images,
+   old (exact float32) and new (int8 + exact re-scoring) side by side.
 """
 
 from __future__ import annotations
@@ -122,20 +123,38 @@ def latency(embedder: Embedder, sizes: list[int], n_queries: int) -> None:
         print(f"| {size:,} | {t_fill:.1f} | {t_build:.1f} | " + " | ".join(cells) + " |")
 
 
+def p50_ms(score, runs: int = 20) -> float:
+    """Median ms of score() + its top 10, BLAS on one thread as search runs it."""
+    from mllm_retrieval.search.blas import one_thread
+
+    ms = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with one_thread():
+            s = score()
+        np.argpartition(-s, 10)[:10]
+        ms.append(1000 * (time.perf_counter() - t0))
+    return float(np.percentile(ms, 50))
+
+
 def scan(dim: int, sizes: list[int]) -> None:
-    print("\n| vectors | exact cosine scan p50 ms | matrix MB |\n|---|---|---|")
+    """The bare scan: float32 matrix-vector product (numpy) against the int8 scan of large libraries
+    (quantized.Int8Rows, simsimd), each + top 10."""
+    from mllm_retrieval.search.index.quantized import Int8Rows, available
+
+    print("\n| vectors | float32 scan p50 ms | int8 scan p50 ms | float32 MB | int8 MB |")
+    print("|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     q = rng.standard_normal(dim).astype(np.float32)
     for n in sizes:
         m = rng.standard_normal((n, dim), dtype=np.float32)
-        ms = []
-        for _ in range(20):
-            t0 = time.perf_counter()
-            s = m @ q
-            np.argpartition(-s, 10)[:10]
-            ms.append(1000 * (time.perf_counter() - t0))
-        print(f"| {n:,} | {np.percentile(ms, 50):.1f} | {m.nbytes / 2**20:.0f} |")
-        del m
+        int8 = Int8Rows(dim)
+        int8.extend(m)
+        exact = p50_ms(lambda m=m: m @ q)
+        approx = f"{p50_ms(lambda int8=int8: int8.scores(q)[0]):.1f}" if available() else "-"
+        mb = m.nbytes / 2**20
+        print(f"| {n:,} | {exact:.1f} | {approx} | {mb:.0f} | {int8.codes.nbytes / 2**20:.0f} |")
+        del m, int8
 
 
 def main() -> None:

@@ -152,6 +152,28 @@ def _minmax(s: np.ndarray) -> np.ndarray:
     return (s - s.min()) / (s.max() - s.min())
 
 
+def contenders(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray], error: float,
+               limit: int, method: str = "combmnz") -> np.ndarray:
+    """Ids of the keyword matches that could be among the first `limit` fused results if their similarity
+    were off by up to `error` (the semantic ranking's best and lowest similarities being exact): those whose
+    similarity must be exact for the first `limit` to be. rrf: every keyword match (its semantic ranks
+    count every similarity)."""
+    kw_ids, kw_s = np.asarray(keyword[0], dtype=np.int64), np.asarray(keyword[1], dtype=np.float64)
+    sem_ids, sem_s = np.asarray(semantic[0], dtype=np.int64), np.asarray(semantic[1], dtype=np.float64)
+    if method != "combmnz" or len(kw_ids) <= limit or not len(sem_s) or sem_s.max() == sem_s.min():
+        return kw_ids
+    pos = _positions(sem_ids, kw_ids)
+    found = pos >= 0
+    low_s, span = sem_s.min(), sem_s.max() - sem_s.min()
+    sims = sem_s[pos[found]]
+    n_kw = _minmax(kw_s)
+    low, high = n_kw.copy(), n_kw.copy()  # CombMNZ of an image the semantic ranking does not hold
+    low[found] = 2 * (n_kw[found] + np.clip((sims - error - low_s) / span, 0.0, 1.0))
+    high[found] = 2 * (n_kw[found] + np.clip((sims + error - low_s) / span, 0.0, 1.0))
+    bar = np.partition(low, len(low) - limit)[len(low) - limit]  # the limit-th best is at least this
+    return kw_ids[found & (high >= bar)]
+
+
 def held(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray]) -> int:
     """How many images either ranking holds (each ranking's ids unique)."""
     return len(semantic[0]) + int((_positions(np.asarray(semantic[0], dtype=np.int64),

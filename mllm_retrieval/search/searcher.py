@@ -27,6 +27,8 @@ from .query import Query, contains_phrase, parse_query
 from .text import surface_words
 
 DEFAULT_MODE = "hybrid"  # what `mllmret search` uses; Searcher itself defaults to keyword (see Searcher)
+FUSED_EXACT = 256  # above semantic_index.APPROX_FROM images, the first this many fused results are exact
+# (CombMNZ, the default; RRF, for --like, ranks keyword matches among partly approximate similarities)
 
 
 @dataclass(frozen=True)
@@ -189,19 +191,22 @@ class Searcher:
             exclude = ids if exclude is None else np.union1d(exclude, ids)
         terms = q.ranking_terms if mode == "hybrid" else ()
 
+        method = "rrf" if query_vector is not None else self.fuse_with
+
         def rank(terms: Sequence[str], weights: list[float] | None, qvec: np.ndarray):
-            meaning = self.semantic.scores(qvec, include, exclude)
+            found = self.semantic.similarities(qvec, include, exclude)
             keyword = (np.zeros(0, dtype=np.int64), np.zeros(0))
             if terms:
                 keyword = self.index.scores(terms, must, q.exclude, weights)
                 if skip:
                     keep = ~np.isin(keyword[0], ids)
                     keyword = (keyword[0][keep], keyword[1][keep])
-            return keyword, meaning
+            if found.error:  # an int8 scan (large libraries): the keyword matches fusion may need, exact
+                found.exact_ids(fusion.contenders(keyword, found.pair, found.error, FUSED_EXACT, method))
+            return keyword, found.pair
 
         qvec = self._query_vector(q, query_vector)
         keyword, meaning = rank(terms, term_weights, qvec)
-        method = "rrf" if query_vector is not None else self.fuse_with
         if query_vector is None and (self.feedback or self.feedback is None and mode == "hybrid"):
             fb = Feedback()
             n = fb.first(fusion.held(keyword, meaning))
@@ -211,16 +216,18 @@ class Searcher:
             if first:
                 keyword, meaning = rank(terms, term_weights, self._moved(qvec, first, fb.beta))
         cut = self._cut(meaning[1])
-        low = np.zeros(0, dtype=np.int64)
+        words = np.zeros(0, dtype=np.int64)
         if cut > -1.0:
             # meaning-only: no query word (feedback's words do not count); below the cut they are left out
             words = keyword[0] if not self.suggested else self.index.images_with(q.ranking_terms, every=False)
-            low = np.setdiff1d(meaning[0][meaning[1] < cut], words)
-            self.hidden = len(low)
+            below = meaning[0][meaning[1] < cut]
+            self.hidden = len(below) - int(np.isin(below, words).sum())  # a lookup table, not a sort
         want = k if not (q.phrases or q.excluded_phrases) else k * 4
         while True:
             ranked = fusion.fuse(keyword, meaning, limit=want, min_meaning=cut, method=method)
-            fused = [f for f in ranked if not (f.bm25 is not None and low.size and _holds(low, f.image_id))]
+            worded = np.isin(np.asarray([f.image_id for f in ranked], dtype=np.int64), words)
+            fused = [f for f, w in zip(ranked, worded, strict=True)  # out: matched by feedback's words alone
+                     if w or f.bm25 is None or f.similarity is None or f.similarity >= cut]
             tiles = self._tiles([f.image_id for f in fused])
             # every result is checked against its stored text (phrases; the indexes sync one by one)
             kept = [f for f in fused if _passes(tiles.get(f.image_id, []), q)]
@@ -298,12 +305,6 @@ def search(store: Store, query: str, k: int = 10, run_ids: list[int] | None = No
            engine: str = DEFAULT_ENGINE, mode: str = "keyword", embedder=None) -> list[Result]:
     """One-shot search."""
     return Searcher(store, run_ids, engine, mode=mode, embedder=embedder).search(query, k)
-
-
-def _holds(sorted_ids: np.ndarray, image_id: int) -> bool:
-    """Whether a sorted id array holds the id."""
-    at = int(np.searchsorted(sorted_ids, image_id))
-    return at < len(sorted_ids) and int(sorted_ids[at]) == image_id
 
 
 def _weights(terms: Sequence[str], weights: list[float] | None) -> dict[str, float] | None:

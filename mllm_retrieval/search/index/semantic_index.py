@@ -5,11 +5,14 @@ change-log sequence it has applied, and before each search re-embeds only the im
 since then — and of those only the ones whose embedding text really differs, since every row carries a
 hash of the text it was embedded from. Images whose text is gone (deleted, replaced, missing) leave.
 
-Search is exact cosine: the vectors are unit length, so one matrix-vector product scores every image
-(100k images x 384 dims: a few ms, see bench/semantic_bench.py). Past about a million images, or with a
-larger model, an HNSW index pays: hnswlib (incremental `add_items`, `mark_deleted` matches the tombstones
-here, a filter callback for -word/+word) or faiss `IndexHNSWFlat` with an `IDSelector`; it would be a
-drop-in for `_top` below, fed from the same rows.
+Search is cosine: the vectors are unit length, so one matrix-vector product scores every image (100k
+images x 384 dims: a few ms, see bench/semantic_bench.py). Up to APPROX_FROM live images the scan is exact
+float32, as evaluation's; above it an int8 copy of the rows is scanned (quantized.py, simsimd) and every
+similarity that could (within the int8 error) be among the best EXACT_TOP, or the lowest, is re-scored
+exactly, so the best results and the min-max span fusion normalises by are those of the exact scan (the
+searcher re-scores the keyword matches fusion may need the same way). Without simsimd the scan stays
+exact float32. Past a few million images, or with a larger model, an HNSW index pays (usearch, hnswlib,
+faiss; see the README's semantic scale paragraph).
 
 On disk, next to the database: `<db>.semantic-<key>.<gen>.f32` holds the rows (raw float32, appended as
 images are embedded) and `<db>.semantic-<key>.npz` the image ids, text hashes, live flags, watermark and
@@ -32,6 +35,8 @@ import numpy as np
 from ...library.identity import FOREIGN, Stamp, derived_path, file_stamp, locked, stamp, write_atomic
 from ...library.store import Store
 from ..documents import DOCUMENT_VERSION, embedding_texts
+from . import quantized
+from .quantized import Int8Rows, Similarities
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,8 @@ CHUNK = 2048  # images embedded between saves during a long sync
 COMPACT_FRACTION = 0.5  # dead rows above this share (and above COMPACT_MIN) trigger a rewrite
 COMPACT_MIN = 1024
 REBUILD_FRACTION = 0.3  # more changed images than this share: one pass over all text (rows reused by hash)
+APPROX_FROM = 200_000  # live images above which the scan is int8 + exact re-scoring (evaluation sets: <= 5k)
+EXACT_TOP = 256  # at least this many best similarities of an approximate scan are exact
 
 
 @dataclass
@@ -86,6 +93,7 @@ class SemanticIndex:
         self._gen, self._saved_rows, self._crc = 0, 0, 0  # rows saved in the .f32 file, and their CRC-32
         self._stamp: tuple[int, int] | None = None  # the sidecar as this process last saw it
         self._lookup: tuple[np.ndarray, np.ndarray] | None = None
+        self._int8: Int8Rows | None = None  # the rows in int8, above APPROX_FROM (made on first scan)
         self.path = self._path() if persist else None
         self.follow = True  # each search catches up first; False (serve): `prepare`/`apply` on another thread
 
@@ -205,6 +213,7 @@ class SemanticIndex:
         self.image_of, self.hashes = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         self.alive, self.row_of, self._lookup, self._dead = np.zeros(0, dtype=bool), {}, None, {}
         self.watermark, self.complete, self._saved_rows, self._crc = 0, False, 0, 0
+        self._int8 = None
 
     def _kill(self, image_ids: Iterable[int]) -> None:
         rows = {i: self.row_of.pop(i) for i in image_ids if i in self.row_of}
@@ -260,6 +269,7 @@ class SemanticIndex:
         self.row_of = {int(i): r for r, i in enumerate(self.image_of.tolist())}
         self._lookup, self._saved_rows, self._crc, self._dead = None, 0, 0, {}
         self._gen += 1
+        self._int8 = None
 
     # querying
     def rows_of(self, image_ids: np.ndarray) -> np.ndarray:
@@ -277,12 +287,21 @@ class SemanticIndex:
 
     def scores(self, query: np.ndarray, include: np.ndarray | None = None, exclude: np.ndarray | None = None,
                min_similarity: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
-        """(image ids, cosine) of each image allowed by `include`/`exclude` (image ids), after catching up."""
+        """(image ids, cosine) of each image allowed by `include`/`exclude` (image ids), after catching up;
+        above APPROX_FROM images only the best EXACT_TOP and the lowest are sure to be exact."""
+        return self.similarities(query, include, exclude, min_similarity).pair
+
+    def similarities(self, query: np.ndarray, include: np.ndarray | None = None,
+                     exclude: np.ndarray | None = None, min_similarity: float = -1.0) -> Similarities:
+        """`scores` with what it takes to make more of them exact (quantized.Similarities)."""
         self.refresh()
+        q = np.asarray(query, dtype=np.float32)
         if not self.row_of:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        sims = scan(self.vectors, np.asarray(query, dtype=np.float32))
-        ok = self.alive & (sims >= min_similarity)
+            none = np.zeros(0, dtype=np.int64)
+            return Similarities(none, np.zeros(0, dtype=np.float32), none, self.vectors, q)
+        int8 = self._quantised()
+        sims, error = int8.scores(q) if int8 is not None else (scan(self.vectors, q), 0.0)
+        ok = self.alive & (sims >= min_similarity - 2 * error)
         if include is not None:
             allowed = np.zeros(self.n, dtype=bool)
             allowed[self.rows_of(include)] = True
@@ -290,7 +309,24 @@ class SemanticIndex:
         if exclude is not None:
             ok[self.rows_of(exclude)] = False
         rows = np.flatnonzero(ok)
-        return self.image_of[rows], sims[rows]
+        found = Similarities(self.image_of[rows], sims[rows], rows, self.vectors, q, error)
+        if error:
+            found.settle(EXACT_TOP, min_similarity)
+            if min_similarity > -1.0:
+                keep = found.sims >= min_similarity
+                found.ids, found.sims, found.rows = found.ids[keep], found.sims[keep], found.rows[keep]
+        return found
+
+    def _quantised(self) -> Int8Rows | None:
+        """The rows in int8, caught up with the float32 ones; None (scan exactly) up to APPROX_FROM live
+        images or without simsimd."""
+        if len(self.row_of) <= APPROX_FROM or not quantized.available():
+            return None
+        if self._int8 is None:
+            self._int8 = Int8Rows(self.dim)
+        if len(self._int8) < self.n:
+            self._int8.extend(self.vectors[len(self._int8) :])
+        return self._int8
 
     def search(self, query: np.ndarray, k: int, include: np.ndarray | None = None,
                exclude: np.ndarray | None = None, min_similarity: float = -1.0) -> list[tuple[int, float]]:
@@ -368,8 +404,13 @@ class SemanticIndex:
                     raise ValueError(why)
                 if vec_path.stat().st_size < n * dim * 4:
                     raise ValueError(f"{vec_path.name} is shorter than recorded")
-                vectors = np.fromfile(vec_path, dtype=np.float32, count=n * dim).reshape(n, dim)
-                if zlib.crc32(vectors) & 0xFFFFFFFF != crc & 0xFFFFFFFF:
+                int8 = Int8Rows(dim) if n > APPROX_FROM and quantized.available() else None
+                if int8 is not None:  # scanned in int8: the float32 rows stay on disk, mapped for re-scoring
+                    vectors, got = quantized.mapped_rows(vec_path, n, dim, int8)
+                else:
+                    vectors = np.fromfile(vec_path, dtype=np.float32, count=n * dim).reshape(n, dim)
+                    got = zlib.crc32(vectors)
+                if got & 0xFFFFFFFF != crc & 0xFFFFFFFF:
                     raise ValueError(f"{vec_path.name} does not match its checksum")
         except Exception as e:  # a damaged, truncated, stale or foreign file is rebuilt, never trusted
             log.warning("re-embedding: the semantic index %s is unusable (%s)", self.path.name, e)
@@ -377,7 +418,7 @@ class SemanticIndex:
         if why is not None:  # another state of this library: every row is checked against the text now,
             log.info("checking every image text: the semantic index %s was %s", self.path.name, why)
             complete = False  # and rows whose text is unchanged are kept (rows are keyed by text hash)
-        self._buf, self.n, self.dim = vectors, n, dim
+        self._buf, self.n, self.dim, self._int8 = vectors, n, dim, int8  # new rows: _put copies to memory
         self.image_of, self.hashes, self.alive = image_of, hashes, alive
         self.row_of = {int(i): r for r, i in enumerate(image_of.tolist()) if alive[r]}
         self._dead = {i: r for r, i in enumerate(image_of.tolist()) if not alive[r] and i not in self.row_of}
