@@ -230,7 +230,7 @@ def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | P
     if not (folder / "modules.json").is_file():
         raise ComposerError(f"--embedder {base!r} is not a local sentence-transformers folder to fine-tune")
     torch.manual_seed(seed)
-    model = SentenceTransformer(str(folder), device="cpu" if not torch.cuda.is_available() else None)
+    model = SentenceTransformer(str(folder))
     model.max_seq_length = max_length
     tokenizer = model[0].tokenizer
     sep = f" {tokenizer.sep_token} " if tokenizer.sep_token else " ; "
