@@ -254,14 +254,26 @@ def test_eval_reports_both_composers_and_search_uses_the_encoder(tmp_path, tiny_
     assert found and ref not in found
 
 
-def test_fine_tuning_masks_equal_captions_and_warms_up_then_decays():
-    from mllm_retrieval.composed.training import _same_text, _warmup_decay
+def test_fine_tuning_batches_hold_one_group_never_two_equal_targets_and_draw_phrasings():
+    from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
 
-    mask = _same_text(["a red dress", "a blue shirt", "a red dress"]).tolist()
-    assert mask == [[False, False, True], [False, False, False], [True, False, False]]
-    factors = [_warmup_decay(s, 100) for s in range(100)]
-    assert factors[0] < factors[2] < factors[4] and max(factors) > 0.95
-    assert factors[50] == pytest.approx(0.5) and factors[-1] < 0.02
+    from mllm_retrieval.composed.training import by_group, group_datasets, query_texts
+
+    t = Triplet("a red dress", "make it blue and shorter", "a blue dress", "dress",
+                ("make it blue", "shorter"))
+    assert query_texts(t, " [SEP] ") == ["a red dress [SEP] make it blue and shorter",
+                                         "a red dress [SEP] make it blue", "a red dress [SEP] shorter"]
+    triplets = [*colour_swaps(60), *(Triplet(x.reference, x.modification, x.target, "other", x.alternatives)
+                                     for x in colour_swaps(40, seed=1))]
+    data = group_datasets(triplets, by_group(triplets, range(len(triplets))), " [SEP] ", seed=0)
+    assert sorted(data) == ["all", "other"] and len(data["all"]) == 60 and len(data["other"]) == 40
+    drawn = {data["other"][0]["anchor"] for _ in range(30)}  # phrasings drawn anew at each read
+    assert drawn == set(query_texts(triplets[60], " [SEP] "))
+    rows = [data["all"][i] for i in range(60)]
+    assert len({r["positive"] for r in rows}) < 60  # equal target captions exist...
+    for batch in NoDuplicatesBatchSampler(data["all"], batch_size=16, drop_last=False):
+        targets = [rows[i]["positive"] for i in batch]
+        assert len(set(targets)) == len(targets)  # ...but never two in one batch, where one is a negative
 
 
 def test_training_without_a_holdout_keeps_an_epoch_even_at_a_high_loss():

@@ -1,7 +1,9 @@
 """Training the learned composers (TIRG head, fine-tuned encoder) on text triplets: out of the search path.
 
-Both loops share the hold-out split (by reference text, so nothing leaks), per-group batches and keeping the
-best epoch's weights; each minimises a batch-contrastive (InfoNCE) loss between queries and their targets.
+Both share the hold-out split (by reference text, so nothing leaks), per-group batches and keeping the best
+epoch's weights, and minimise a batch-contrastive (InfoNCE) loss between queries and their targets: the
+TIRG head in a small loop of its own over precomputed vectors, the encoder with sentence-transformers'
+trainer (MultipleNegativesRankingLoss, no-duplicates batches), which needs `datasets`.
 """
 
 from __future__ import annotations
@@ -171,34 +173,56 @@ def train_composer(triplets: Sequence[Triplet], embedder, epochs: int = 12, batc
     return composer, report
 
 
-def _warmup_decay(step: int, total: int, warmup: float = 0.05) -> float:
-    """Learning-rate factor: linear warm-up over the first 5% of the steps, then linear decay to 0."""
-    return min(1.0, (step + 1) / max(1.0, warmup * total)) * max(0.0, 1.0 - step / max(total, 1))
+def query_texts(triplet: Triplet, sep: str) -> list[str]:
+    """The query texts of a triplet: "reference [SEP] modification", then one per alternative phrasing."""
+    return [f"{triplet.reference}{sep}{m}" for m in (triplet.modification, *triplet.alternatives)]
 
 
-def _same_text(texts: Sequence[str]):
-    """Bool matrix, True where texts i and j (i != j) are equal: such in-batch 'negatives' are masked."""
-    import torch
+def group_datasets(triplets: Sequence[Triplet], groups: dict[str, list[int]], sep: str, seed: int):
+    """One `datasets.Dataset` per group (a batch then holds one group), each row (query phrasings, target).
 
-    ids = {t: n for n, t in enumerate(dict.fromkeys(texts))}
-    v = torch.tensor([ids[t] for t in texts])
-    return (v[:, None] == v[None, :]) & ~torch.eye(len(texts), dtype=torch.bool)
+    A row is read with one of its phrasings drawn at random, so each epoch samples the phrasings anew."""
+    from datasets import Dataset, DatasetDict
+
+    rng = np.random.default_rng(seed)
+
+    def draw(batch: dict) -> dict:
+        return {"anchor": [p[rng.integers(len(p))] for p in batch["anchor"]], "positive": batch["positive"]}
+
+    return DatasetDict({g: Dataset.from_dict({
+        "anchor": [query_texts(triplets[i], sep) for i in idx],
+        "positive": [triplets[i].target for i in idx]}).with_transform(draw) for g, idx in groups.items()})
 
 
 def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | Path, epochs: int = 4,
                      batch_size: int = 128, lr: float = 5e-5, holdout: float = 0.1, seed: int = 0,
                      progress: bool = True, max_length: int = 64,
                      trained_on: str | None = None) -> tuple[EncoderComposer, TrainReport]:
-    """Fine-tune a local sentence-transformers folder (mean pooling) on triplets; save it under `out`."""
+    """Fine-tune a local sentence-transformers folder on triplets with its trainer; save it under `out`.
+
+    MultipleNegativesRankingLoss (in-batch InfoNCE, scale 20) with the no-duplicates batch sampler, so that
+    another query's target with the very same caption is never in the batch as a negative; one dataset per
+    group, so a batch holds one group; the epoch kept is the best on the held-out queries (or none)."""
+    import math
     import shutil
+    import tempfile
 
     import torch
-    from torch.nn import functional as F
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers import SentenceTransformerTrainingArguments as Arguments
     from tqdm import tqdm
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import PrinterCallback, TrainerCallback
 
     from ..search.embedding import resolve_model
 
+    try:
+        import datasets  # noqa: F401  (the trainer's data format)
+    except ImportError:
+        raise ComposerError("fine-tuning the encoder needs `datasets`: pip install -e '.[eval]'") from None
+    try:
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
     if len(triplets) < 2:
         raise ComposerError(f"need at least 2 training queries, got {len(triplets)}")
     source, _ = resolve_model(base)
@@ -206,72 +230,64 @@ def finetune_encoder(triplets: Sequence[Triplet], base: str | None, out: str | P
     if not (folder / "modules.json").is_file():
         raise ComposerError(f"--embedder {base!r} is not a local sentence-transformers folder to fine-tune")
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder)
+    model = SentenceTransformer(str(folder))
+    model.max_seq_length = max_length
+    tokenizer = model[0].tokenizer
     sep = f" {tokenizer.sep_token} " if tokenizer.sep_token else " ; "
-
-    def encode(texts: list[str]):
-        batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        hidden = model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-
-    def held_r10(idx: np.ndarray) -> float:
-        model.eval()
-        queries = [f"{triplets[i].reference}{sep}{triplets[i].modification}" for i in idx]
-        targets = [triplets[i].target for i in idx]
-        with torch.inference_mode():
-            q = torch.cat([encode(queries[j:j + 256]) for j in range(0, len(idx), 256)]).numpy()
-            t = torch.cat([encode(targets[j:j + 256]) for j in range(0, len(idx), 256)]).numpy()
-        model.train()
-        return recall_at(q, t)
-
     train_idx, held = split(triplets, holdout, seed)
     report = TrainReport(n_train=len(train_idx), n_holdout=len(held))
-    scale = torch.nn.Parameter(torch.tensor(float(np.log(20.0))))
-    opt = torch.optim.AdamW([*model.parameters(), scale], lr=lr, weight_decay=0.01)
-    groups = by_group(triplets, train_idx)
-    steps = epochs * sum(-(-len(m) // batch_size) for m in groups.values())
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_decay(s, steps))
+    held_queries = [query_texts(triplets[i], sep)[0] for i in held]
+    held_targets = [triplets[i].target for i in held]
+
+    def held_r10() -> float:
+        kw = {"batch_size": 256, "convert_to_numpy": True, "normalize_embeddings": True,
+              "show_progress_bar": False}
+        return recall_at(model.encode(held_queries, **kw), model.encode(held_targets, **kw))
+
+    class Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict: dict) -> None:
+            """None: the saved folder is the base model's with new weights, no model card to fill."""
+
+    class Epochs(TrainerCallback):
+        """Records each epoch's mean loss and held-out R@10, and keeps the best epoch's weights."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):  # once an epoch, after its end
+            if logs and "loss" in logs:
+                report.losses.append(float(logs["loss"]))
+                if not len(held):  # no hold-out: the epoch of the lowest loss
+                    best.offer(-report.losses[-1], round(state.epoch or 0), model)
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if len(held):
+                report.holdout_r10.append(held_r10())
+                best.offer(report.holdout_r10[-1], round(state.epoch or 0), model)
+                if progress:
+                    tqdm.write(f"epoch {round(state.epoch or 0)}: held-out R@10 {report.holdout_r10[-1]:.4f}")
+
     start = time.perf_counter()
     if len(held):
-        report.baseline_r10 = held_r10(held)
-    best = Best(report.baseline_r10 if len(held) else -np.inf, model)  # kept if no epoch beats it
-    model.train()
-    for epoch in range(epochs):
-        batches = epoch_batches(groups, batch_size, rng)
-        total = 0.0
-        for b in tqdm(batches, desc=f"fine-tuning, epoch {epoch + 1}/{epochs}", unit="batch",
-                      disable=not progress):
-            if len(b) < 2:
-                continue
-            texts = []
-            for i in b:
-                phrasings = (triplets[i].modification, *triplets[i].alternatives)
-                texts.append(f"{triplets[i].reference}{sep}{phrasings[rng.integers(len(phrasings))]}")
-            q = encode(texts)
-            targets = [triplets[i].target for i in b]
-            logits = (scale.exp().clamp(max=100) * q @ encode(targets).T).masked_fill(
-                _same_text(targets), -1e4)  # another query's target with this very caption is no negative
-            loss = F.cross_entropy(logits, torch.arange(len(b)))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(b)
-        report.losses.append(total / max(len(train_idx), 1))
-        score = held_r10(held) if len(held) else -report.losses[-1]
-        if len(held):
-            report.holdout_r10.append(score)
-        best.offer(score, epoch + 1, model)
+        report.baseline_r10 = held_r10()
+    best = Best(report.baseline_r10, model) if len(held) else Best(-np.inf)  # kept if no epoch beats it
+    groups = by_group(triplets, train_idx)
+    steps = epochs * sum(math.ceil(len(m) / batch_size) for m in groups.values())
+    with tempfile.TemporaryDirectory(prefix="mllmret-finetune-") as tmpdir:
+        args = Arguments(  # AdamW, linear warm-up over 5% of the steps then linear decay to 0
+            output_dir=tmpdir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+            learning_rate=lr, weight_decay=0.01, warmup_steps=math.ceil(0.05 * steps),
+            lr_scheduler_type="linear", seed=seed, batch_sampler="no_duplicates", save_strategy="no",
+            max_grad_norm=0.0, logging_strategy="epoch", report_to="none", disable_tqdm=not progress,
+            dataloader_pin_memory=False)  # no gradient clipping, as the loop this trainer replaced
+        trainer = Trainer(model=model, args=args, loss=MultipleNegativesRankingLoss(model, scale=20.0),
+                          train_dataset=group_datasets(triplets, groups, sep, seed), callbacks=[Epochs()])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
     report.train_seconds, report.best_epoch = time.perf_counter() - start, best.epoch
     model.load_state_dict(best.state)
     out = Path(out).expanduser()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(folder, tmp, ignore=shutil.ignore_patterns(*WEIGHTS, "onnx", "openvino", "*.onnx"))
-    model.save_pretrained(tmp)
+    model[0].auto_model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     meta = {"format": FORMAT, "kind": "encoder", "base": str(base or "all-MiniLM-L6-v2"), "sep": sep,
             "report": asdict(report), "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed,
