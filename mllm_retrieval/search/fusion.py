@@ -97,7 +97,7 @@ def fuse(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.
     def sem_rank(values: np.ndarray) -> np.ndarray:  # 1 + how many semantic scores are higher
         return 1 + np.searchsorted(neg_sorted, -values, side="left")
 
-    pos = _positions(sem_ids, kw_ids)
+    pos = positions(sem_ids, kw_ids)
     found = pos >= 0
     kw_score = w_kw / (k + competition_ranks(kw_s))
     kw_score[found] += w_sem / (k + sem_rank(sem_s[pos[found]]))
@@ -120,7 +120,7 @@ def _combmnz(kw_ids: np.ndarray, kw_s: np.ndarray, sem_ids: np.ndarray, sem_s: n
              limit: int | None, min_meaning: float) -> list[Fused]:
     """CombMNZ over min-max scores (see the module's docstring); meaning-only images below min_meaning out."""
     n_kw, n_sem = _minmax(kw_s), _minmax(np.asarray(sem_s, dtype=np.float64))
-    pos = _positions(sem_ids, kw_ids)
+    pos = positions(sem_ids, kw_ids)
     found = pos >= 0
     kw_score = (n_kw + np.where(found, n_sem[np.maximum(pos, 0)] if len(n_sem) else 0.0, 0.0)) * (1 + found)
     others = np.ones(len(sem_ids), dtype=bool)
@@ -162,7 +162,7 @@ def contenders(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarra
     sem_ids, sem_s = np.asarray(semantic[0], dtype=np.int64), np.asarray(semantic[1], dtype=np.float64)
     if method != "combmnz" or len(kw_ids) <= limit or not len(sem_s) or sem_s.max() == sem_s.min():
         return kw_ids
-    pos = _positions(sem_ids, kw_ids)
+    pos = positions(sem_ids, kw_ids)
     found = pos >= 0
     low_s, span = sem_s.min(), sem_s.max() - sem_s.min()
     sims = sem_s[pos[found]]
@@ -176,11 +176,11 @@ def contenders(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarra
 
 def held(keyword: tuple[np.ndarray, np.ndarray], semantic: tuple[np.ndarray, np.ndarray]) -> int:
     """How many images either ranking holds (each ranking's ids unique)."""
-    return len(semantic[0]) + int((_positions(np.asarray(semantic[0], dtype=np.int64),
+    return len(semantic[0]) + int((positions(np.asarray(semantic[0], dtype=np.int64),
                                               np.asarray(keyword[0], dtype=np.int64)) < 0).sum())
 
 
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+def positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """Index in `ids` (unique) of each wanted id; -1 where absent."""
     if not len(ids) or not len(wanted):
         return np.full(len(wanted), -1, dtype=np.int64)
