@@ -92,7 +92,7 @@ class SemanticFiles:
                     raise ValueError(why)
                 if vec_path.stat().st_size < n * dim * 4:
                     raise ValueError(f"{vec_path.name} is shorter than recorded")
-                int8 = self._int8_for(n, dim)
+                int8 = self._int8_for(int(alive.sum()), dim)  # as the scan decides: by live images
                 if int8 is not None:  # scanned in int8: the float32 rows stay on disk, mapped for re-scoring
                     vectors, got = quantized.mapped_rows(vec_path, n, dim, int8)
                 else:

@@ -260,9 +260,9 @@ class SemanticIndex(SemanticFiles):
         if dead > COMPACT_MIN and dead > COMPACT_FRACTION * self.n:
             self._compact()
 
-    def _int8_for(self, n: int, dim: int) -> Int8Rows | None:
-        """An int8 copy to fill for n saved rows, when they are scanned that way (else None: in memory)."""
-        return Int8Rows(dim) if n > APPROX_FROM and quantized.available() else None
+    def _int8_for(self, live: int, dim: int) -> Int8Rows | None:
+        """An int8 copy to fill when `live` images are scanned that way (else None: rows read into memory)."""
+        return Int8Rows(dim) if _approximate(live) else None
 
     def _compact(self) -> None:
         keep = np.flatnonzero(self.alive)
@@ -324,7 +324,7 @@ class SemanticIndex(SemanticFiles):
     def _quantised(self) -> Int8Rows | None:
         """The rows in int8, caught up with the float32 ones; None (scan exactly) up to APPROX_FROM live
         images or without simsimd."""
-        if len(self.row_of) <= APPROX_FROM or not quantized.available():
+        if not _approximate(len(self.row_of)):
             return None
         if self._int8 is None:
             self._int8 = Int8Rows(self.dim)
@@ -338,6 +338,11 @@ class SemanticIndex(SemanticFiles):
         ids, sims = self.scores(query, include, exclude, min_similarity)
         top = _top(sims, np.ones(len(ids), dtype=bool), max(k, 0), ids)
         return [(int(ids[t]), float(sims[t])) for t in top]
+
+
+def _approximate(live: int) -> bool:
+    """Whether an index of `live` images scans int8 (with exact re-scoring) rather than float32."""
+    return live > APPROX_FROM and quantized.available()
 
 
 def scan(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
