@@ -86,9 +86,14 @@ def rankings(dataset: str, jsonl: Path | None, model: str | None, embedder) -> d
             rows[f"{name} {tag}"] = hybrid_matrix(kw, sem.matrix, fuse, refiner)
     refiner = feedback_refiner(evalset.image_ids, owners, docs, queries, sem)
     rows[DEFAULT] = hybrid_matrix(kw, sem.matrix, DEFAULT_FUSION, refiner)
-    rows["relevant"] = np.stack([np.fromiter((c in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
-                                 for c in evalset.classes])
+    rows["relevant"] = relevance(evalset)
     return rows
+
+
+def relevance(evalset) -> np.ndarray:
+    """Classes x images: whether the image is labelled with the class."""
+    return np.stack([np.fromiter((c in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
+                     for c in evalset.classes])
 
 
 def fusions() -> dict[str, object]:

@@ -36,6 +36,7 @@ from mllm_retrieval.evaluation.scoring import (  # noqa: E402
     embedded,
     feedback_refiner,
     hybrid_matrix,
+    score_matrix,
 )
 from mllm_retrieval.evaluation.setup import EvalConfig, load_eval_set  # noqa: E402
 from mllm_retrieval.evaluation.sources import human_source, jsonl_sources, read_jsonl  # noqa: E402
@@ -45,7 +46,7 @@ from mllm_retrieval.search.index.sparse_engine import SparseEngine  # noqa: E402
 from mllm_retrieval.search.text import tokenize  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from fusion_compare import DATA, HALC, LESS, macro_ap, publish, setup  # noqa: E402
+from fusion_compare import DATA, HALC, LESS, macro_ap, publish, relevance, setup  # noqa: E402
 
 SETS = {  # name: (dataset, jsonl file or None for the human captions, dev?)
     "COCO human (5 captions)": ("coco", None, True),
@@ -88,9 +89,10 @@ AGGREGATIONS: dict[str, tuple[Callable[[list[list]], list[list[str]]], Callable]
 }
 
 
-def keyword_matrix(image_ids: tuple[str, ...], owners: list[str], docs: list[list[str]],
-                   queries: dict[str, str], combine) -> np.ndarray:
-    """BM25 of every image for every query, an image's documents combined by `combine`; -inf: no match."""
+def summed_matrix(image_ids: tuple[str, ...], owners: list[str], docs: list[list[str]],
+                  queries: dict[str, str]) -> np.ndarray:
+    """BM25 of every image for every query, the sum over an image's documents; -inf: no match (the max
+    over them is evaluation's own `score_matrix`)."""
     position = {i: n for n, i in enumerate(image_ids)}
     owner_index = np.fromiter((position[o] for o in owners), dtype=np.int64, count=len(owners))
     engine = SparseEngine()
@@ -98,14 +100,12 @@ def keyword_matrix(image_ids: tuple[str, ...], owners: list[str], docs: list[lis
     out = np.full((len(queries), len(image_ids)), -np.inf)
     for row, query in enumerate(queries.values()):
         scores = engine.score_all(list(dict.fromkeys(tokenize(query))))
-        if combine is np.add:
-            held = np.zeros(len(image_ids), dtype=bool)
-            held[owner_index[np.isfinite(scores)]] = True
-            total = np.zeros(len(image_ids))
-            np.add.at(total, owner_index, np.where(np.isfinite(scores), scores, 0.0))
-            out[row] = np.where(held, total, -np.inf)
-        else:
-            np.maximum.at(out[row], owner_index, scores)
+        matched = np.isfinite(scores)
+        total = np.zeros(len(image_ids))
+        np.add.at(total, owner_index[matched], scores[matched])
+        held = np.zeros(len(image_ids), dtype=bool)
+        held[owner_index[matched]] = True
+        out[row] = np.where(held, total, -np.inf)
     return out
 
 
@@ -113,8 +113,7 @@ def aps_of(dataset: str, jsonl: Path | None, embedder) -> dict[str, tuple[float,
     """(keyword macro AP, hybrid macro AP) of each aggregation on one set."""
     evalset, runs = runs_of(dataset, jsonl)
     queries = class_queries(evalset.classes)
-    relevant = np.stack([np.fromiter((c in evalset.labels[i] for i in evalset.image_ids), dtype=bool)
-                         for c in evalset.classes])
+    relevant = relevance(evalset)
     text_owners = list(runs)
     texts = [embedding_text([u for r in runs[i] for u in r]) for i in text_owners]
     sem = embedded(evalset.image_ids, text_owners, texts, queries, embedder)
@@ -122,7 +121,8 @@ def aps_of(dataset: str, jsonl: Path | None, embedder) -> dict[str, tuple[float,
     for name, (build, combine) in AGGREGATIONS.items():
         pairs = [(i, d) for i, rs in runs.items() for d in build(rs) if d]
         owners, docs = [o for o, _ in pairs], [d for _, d in pairs]
-        kw = keyword_matrix(evalset.image_ids, owners, docs, queries, combine)
+        score = score_matrix if combine is np.maximum else summed_matrix
+        kw = score(evalset.image_ids, owners, docs, queries)
         hybrid = float("nan")
         if combine is np.maximum:  # search's feedback rescoring takes an image's best document
             refiner = feedback_refiner(evalset.image_ids, owners, docs, queries, sem)
